@@ -1,0 +1,154 @@
+//! Image bytes -> RGB pixels, with hard limits checked from the header before any pixel
+//! buffer is allocated (a 20-byte PNG can claim 100,000 x 100,000 pixels).
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::config::ImageLimits;
+
+/// Why an image could not be decoded; the message is safe to show the caller.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the image is empty")]
+    Empty,
+    #[error("the image is {size} bytes, over the limit of {limit}")]
+    TooManyBytes { size: usize, limit: usize },
+    #[error("the image is {width}x{height} pixels, over the limit ({limit})")]
+    TooManyPixels { width: u32, height: u32, limit: String },
+    #[error("unsupported image format (send JPEG or PNG)")]
+    UnsupportedFormat,
+    #[error("the image could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl DecodeError {
+    /// Over a size limit (413 in the API) rather than malformed (400).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. })
+    }
+}
+
+/// Formats accepted: what access-control cameras and enrolment stations send.
+const FORMATS: &[ImageFormat] = &[
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Bmp,
+    ImageFormat::Gif,
+    ImageFormat::Pnm,
+];
+
+/// Decode to 8-bit RGB with the EXIF orientation applied. Grey, alpha, palette and
+/// 16-bit images are converted; alpha is dropped.
+pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if bytes.len() > limits.max_image_bytes {
+        return Err(DecodeError::TooManyBytes { size: bytes.len(), limit: limits.max_image_bytes });
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    match reader.format() {
+        Some(f) if FORMATS.contains(&f) => {}
+        _ => return Err(DecodeError::UnsupportedFormat),
+    }
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    // RGBA 16-bit is the widest buffer a decoder allocates; leave room for its scratch.
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(decoder_limits);
+    let mut decoder = reader.into_decoder().map_err(limit_or_corrupt)?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Corrupt("zero width or height".into()));
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(DecodeError::TooManyPixels { width, height, limit: format!("{} pixels", limits.max_pixels) });
+    }
+    let orientation = decoder.orientation().ok();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(limit_or_corrupt)?;
+    if let Some(o) = orientation {
+        image.apply_orientation(o);
+    }
+    Ok(image.into_rgb8())
+}
+
+fn limit_or_corrupt(e: image::ImageError) -> DecodeError {
+    match e {
+        image::ImageError::Limits(l) => DecodeError::TooManyPixels { width: 0, height: 0, limit: l.to_string() },
+        image::ImageError::Unsupported(_) => DecodeError::UnsupportedFormat,
+        other => DecodeError::Corrupt(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32, color: image::ExtendedColorType) -> Vec<u8> {
+        let channels = color.bits_per_pixel() as usize / 8;
+        let data = vec![100u8; width as usize * height as usize * channels];
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(&data, width, height, color)
+            .unwrap_or_else(|e| panic!("encode: {e}"));
+        out
+    }
+    use image::ImageEncoder;
+
+    #[test]
+    fn odd_colour_types_decode_to_rgb() {
+        use image::ExtendedColorType::*;
+        for color in [L8, La8, Rgba8, L16, Rgb16, Rgba16] {
+            let img = decode(&png(7, 5, color), &ImageLimits::default()).unwrap_or_else(|e| panic!("{color:?}: {e}"));
+            assert_eq!(img.dimensions(), (7, 5), "{color:?}");
+        }
+    }
+
+    #[test]
+    fn empty_and_garbage_are_refused() {
+        assert_eq!(decode(b"", &ImageLimits::default()), Err(DecodeError::Empty));
+        assert_eq!(decode(b"hello, not an image", &ImageLimits::default()), Err(DecodeError::UnsupportedFormat));
+    }
+
+    #[test]
+    fn truncated_png_is_a_clean_error() {
+        let mut bytes = png(64, 64, image::ExtendedColorType::Rgb8);
+        bytes.truncate(bytes.len() / 2);
+        assert!(matches!(decode(&bytes, &ImageLimits::default()), Err(DecodeError::Corrupt(_))));
+    }
+
+    #[test]
+    fn header_claiming_huge_size_is_refused_before_allocation() {
+        // A valid PNG header and IHDR for 60000x60000 RGB and no pixel data at all.
+        let mut bytes = png(1, 1, image::ExtendedColorType::Rgb8);
+        bytes[16..20].copy_from_slice(&60000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&60000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = decode(&bytes, &ImageLimits::default()).unwrap_err();
+        assert!(err.is_too_large(), "{err:?}");
+    }
+
+    #[test]
+    fn byte_limit_applies() {
+        let limits = ImageLimits { max_image_bytes: 10, ..ImageLimits::default() };
+        let err = decode(&png(8, 8, image::ExtendedColorType::Rgb8), &limits).unwrap_err();
+        assert!(matches!(err, DecodeError::TooManyBytes { .. }));
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+}

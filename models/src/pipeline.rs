@@ -1,0 +1,289 @@
+//! The face pipeline: decode -> detect -> align -> PAD -> MAD (enrol only) -> quality ->
+//! embed. Cheap gates run before the expensive ones, so a rejected image costs little.
+
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use crate::{
+    align::{self, AlignedFace},
+    config::PipelineConfig,
+    decode::{self, DecodeError},
+    detect::{Face, FaceDetector, RetinaFace},
+    mad::{MadGate, OnnxMad},
+    manifest::{self, Manifest, VerifiedFile},
+    pad::{OnnxPad, PresentationAttackDetector},
+    quality::{OnnxQuality, QualityAssessor, QualityReport},
+    recognize::{OnnxRecognizer, Recognizer},
+    ModelError,
+};
+
+/// Why a photo is analysed: MAD and the ambiguity check apply to enrolment only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Search,
+    Verify,
+    Enrol,
+}
+
+/// A face that passed every gate.
+#[derive(Debug, Clone)]
+pub struct FaceTemplate {
+    /// L2-normalised embedding.
+    pub vector: Vec<f32>,
+    pub model_id: String,
+    pub quality: f32,
+    /// Bona fide probability from PAD.
+    pub pad: f32,
+    /// Morph probability, when a MAD model is configured and the purpose is enrolment.
+    pub mad: Option<f32>,
+    pub face: Face,
+}
+
+/// Why an image was refused: the caller's image, never the service's fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("{0}")]
+    DecodeFailed(DecodeError),
+    #[error("no face was detected in the image")]
+    NoFace,
+    #[error("{count} faces of similar size were detected; an enrolment photo must show one person")]
+    MultipleFaces { count: usize },
+    #[error("face quality {score:.2} is below the threshold {threshold:.2}")]
+    QualityRejected { score: f32, threshold: f32 },
+    #[error("presentation attack suspected: bona fide score {score:.3} is below the threshold {threshold:.3}")]
+    SpoofDetected { score: f32, threshold: f32 },
+    #[error("morphing attack suspected: morph score {score:.3} is at or above the threshold {threshold:.3}")]
+    MorphDetected { score: f32, threshold: f32 },
+}
+
+/// Pipeline stages, for per-stage timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Decode,
+    Detect,
+    Align,
+    Pad,
+    Mad,
+    Quality,
+    Embed,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [Stage::Decode, Stage::Detect, Stage::Align, Stage::Pad, Stage::Mad, Stage::Quality, Stage::Embed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Detect => "detect",
+            Stage::Align => "align",
+            Stage::Pad => "pad",
+            Stage::Mad => "mad",
+            Stage::Quality => "quality",
+            Stage::Embed => "embed",
+        }
+    }
+}
+
+/// Time spent in each stage that ran.
+#[derive(Debug, Clone, Default)]
+pub struct StageTimings(pub Vec<(Stage, Duration)>);
+
+impl StageTimings {
+    fn time<T>(&mut self, stage: Stage, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.0.push((stage, start.elapsed()));
+        out
+    }
+
+    pub fn total(&self) -> Duration {
+        self.0.iter().map(|(_, d)| *d).sum()
+    }
+}
+
+/// The result of one analysis: a template or a rejection, with what was measured.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub outcome: Result<FaceTemplate, Rejection>,
+    pub timings: StageTimings,
+    pub quality: Option<QualityReport>,
+    pub pad: Option<f32>,
+}
+
+/// Health of each model, from a real forward pass.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ModelHealth {
+    pub detection: bool,
+    pub recognition: bool,
+    pub quality: bool,
+    pub pad: bool,
+    /// False when no MAD model is configured.
+    pub mad: bool,
+}
+
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    detector: Box<dyn FaceDetector>,
+    pad: Box<dyn PresentationAttackDetector>,
+    mad: MadGate,
+    quality: Box<dyn QualityAssessor>,
+    recognizer: Box<dyn Recognizer>,
+}
+
+impl Pipeline {
+    /// Check every configured file against the manifest (once per process, before the
+    /// workers load their sessions).
+    pub fn verify_files(cfg: &PipelineConfig) -> Result<Vec<VerifiedFile>, ModelError> {
+        let manifest = Manifest::load();
+        let mut files = vec![
+            manifest::verify(&manifest, "detect", &cfg.path(&cfg.detector.file), "")?,
+            manifest::verify(&manifest, "recognize", &cfg.path(&cfg.recognizer.file), &cfg.recognizer.sha256)?,
+            manifest::verify(&manifest, "quality", &cfg.path(&cfg.quality.file), "")?,
+            manifest::verify(&manifest, "pad", &cfg.path(&cfg.pad.file), "")?,
+        ];
+        if !cfg.mad.file.as_os_str().is_empty() {
+            files.push(manifest::verify(&manifest, "mad", &cfg.path(&cfg.mad.file), "")?);
+        }
+        Ok(files)
+    }
+
+    /// Load every session. `runtime::init` must have succeeded first.
+    pub fn load(cfg: &PipelineConfig) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        let t = cfg.intra_threads;
+        let mad = if cfg.mad.file.as_os_str().is_empty() {
+            MadGate::NotConfigured
+        } else {
+            MadGate::Model(Box::new(OnnxMad::load(&cfg.path(&cfg.mad.file), t)?))
+        };
+        Ok(Self {
+            detector: Box::new(RetinaFace::load(&cfg.path(&cfg.detector.file), &cfg.detector, t)?),
+            pad: Box::new(OnnxPad::load(&cfg.path(&cfg.pad.file), &cfg.pad, t)?),
+            mad,
+            quality: Box::new(OnnxQuality::load(&cfg.path(&cfg.quality.file), t)?),
+            recognizer: Box::new(OnnxRecognizer::load(&cfg.path(&cfg.recognizer.file), &cfg.recognizer, t)?),
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn model_id(&self) -> &str {
+        self.recognizer.model_id()
+    }
+
+    pub fn dim(&self) -> usize {
+        self.recognizer.dim()
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// Run every model once on a synthetic image: the warm-up at start and the health
+    /// probe. A model that fails reports false; nothing is assumed.
+    pub fn probe(&mut self) -> ModelHealth {
+        let image = RgbImage::from_fn(160, 160, |x, y| image::Rgb([(x + y) as u8, 128, (x * 2) as u8]));
+        let face = Face {
+            bbox: [40.0, 30.0, 120.0, 130.0],
+            score: 1.0,
+            landmarks: [[62.0, 70.0], [98.0, 70.0], [80.0, 90.0], [66.0, 110.0], [94.0, 110.0]],
+        };
+        let aligned = align::align(&image, &face.landmarks, &self.cfg.recognizer.template, self.cfg.recognizer.input_size);
+        let ok = |r: Result<bool, ModelError>, what: &str| match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(model = what, error = %e, "health probe failed");
+                false
+            }
+        };
+        let detection = ok(self.detector.detect(&image).map(|_| true), "detection");
+        let pad = ok(self.pad.live_score(&image, &face).map(|s| s.is_finite()), "pad");
+        let (quality, recognition, mad) = match &aligned {
+            Some(a) => (
+                ok(self.quality.assess(&image, &face, a).map(|r| r.score.is_finite()), "quality"),
+                ok(self.recognizer.embed(a).map(|v| v.len() == self.recognizer.dim()), "recognition"),
+                match &mut self.mad {
+                    MadGate::Model(m) => ok(m.morph_score(a).map(|s| s.is_finite()), "mad"),
+                    MadGate::NotConfigured => false,
+                },
+            ),
+            None => (false, false, false),
+        };
+        ModelHealth { detection, recognition, quality, pad, mad }
+    }
+
+    pub fn mad_configured(&self) -> bool {
+        self.mad.is_configured()
+    }
+
+    /// Analyse an encoded image.
+    pub fn analyze(&mut self, bytes: &[u8], purpose: Purpose) -> Result<Analysis, ModelError> {
+        let mut timings = StageTimings::default();
+        let decoded = timings.time(Stage::Decode, || decode::decode(bytes, &self.cfg.limits));
+        match decoded {
+            Ok(image) => self.analyze_image_timed(&image, purpose, timings),
+            Err(e) => Ok(Analysis { outcome: Err(Rejection::DecodeFailed(e)), timings, quality: None, pad: None }),
+        }
+    }
+
+    /// Analyse decoded pixels (the evaluation command decodes once and reuses them).
+    pub fn analyze_image(&mut self, image: &RgbImage, purpose: Purpose) -> Result<Analysis, ModelError> {
+        self.analyze_image_timed(image, purpose, StageTimings::default())
+    }
+
+    fn analyze_image_timed(&mut self, image: &RgbImage, purpose: Purpose, mut timings: StageTimings) -> Result<Analysis, ModelError> {
+        let mut analysis = Analysis { outcome: Err(Rejection::NoFace), timings: StageTimings::default(), quality: None, pad: None };
+        let outcome = self.gates(image, purpose, &mut timings, &mut analysis);
+        analysis.timings = timings;
+        analysis.outcome = match outcome {
+            Ok(Ok(template)) => Ok(template),
+            Ok(Err(rejection)) => Err(rejection),
+            Err(model_error) => return Err(model_error),
+        };
+        Ok(analysis)
+    }
+
+    /// The gates in order; the outer error is the service's, the inner the image's.
+    fn gates(&mut self, image: &RgbImage, purpose: Purpose, t: &mut StageTimings, seen: &mut Analysis) -> Result<Result<FaceTemplate, Rejection>, ModelError> {
+        let faces = t.time(Stage::Detect, || self.detector.detect(image))?;
+        let Some(face) = faces.first().cloned() else {
+            return Ok(Err(Rejection::NoFace));
+        };
+        if purpose == Purpose::Enrol {
+            let similar = faces.iter().filter(|f| f.size() >= self.cfg.detector.ambiguous_ratio * face.size()).count();
+            if similar > 1 {
+                return Ok(Err(Rejection::MultipleFaces { count: similar }));
+            }
+        }
+        let rc = &self.cfg.recognizer;
+        let Some(aligned): Option<AlignedFace> = t.time(Stage::Align, || align::align(image, &face.landmarks, &rc.template, rc.input_size)) else {
+            return Ok(Err(Rejection::NoFace));
+        };
+
+        let live = t.time(Stage::Pad, || self.pad.live_score(image, &face))?;
+        seen.pad = Some(live);
+        if live < self.cfg.pad.threshold {
+            return Ok(Err(Rejection::SpoofDetected { score: live, threshold: self.cfg.pad.threshold }));
+        }
+
+        let mut mad = None;
+        if purpose == Purpose::Enrol {
+            if let MadGate::Model(detector) = &mut self.mad {
+                let score = t.time(Stage::Mad, || detector.morph_score(&aligned))?;
+                mad = Some(score);
+                if score >= self.cfg.mad.threshold {
+                    return Ok(Err(Rejection::MorphDetected { score, threshold: self.cfg.mad.threshold }));
+                }
+            }
+        }
+
+        let report = t.time(Stage::Quality, || self.quality.assess(image, &face, &aligned))?;
+        seen.quality = Some(report);
+        if report.score < self.cfg.quality.threshold {
+            return Ok(Err(Rejection::QualityRejected { score: report.score, threshold: self.cfg.quality.threshold }));
+        }
+
+        let vector = t.time(Stage::Embed, || self.recognizer.embed(&aligned))?;
+        Ok(Ok(FaceTemplate { vector, model_id: self.recognizer.model_id().to_string(), quality: report.score, pad: live, mad, face }))
+    }
+}

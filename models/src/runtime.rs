@@ -1,0 +1,130 @@
+//! ONNX Runtime: loading the shared library (never downloaded: it comes from the PyPI
+//! `onnxruntime` wheel, see models/manifest.toml) and building sessions the same way for
+//! every model.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ort::session::{builder::GraphOptimizationLevel, Session};
+
+use crate::ModelError;
+
+/// What is live, for the start-up log and health.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeInfo {
+    /// Version reported by the loaded library itself, e.g. "1.31.1".
+    pub version: String,
+    /// The execution provider sessions run on.
+    pub provider: String,
+    pub library: String,
+}
+
+/// The environment must outlive every session: ort keeps only a weak reference to it.
+static RUNTIME: OnceLock<(RuntimeInfo, ort::environment::Environment)> = OnceLock::new();
+
+/// Load `libonnxruntime` from `library` once per process. ort panics on first use when the
+/// library is missing, so this must run (and succeed) before any session is built.
+pub fn init(library: &Path, provider: &str) -> Result<RuntimeInfo, ModelError> {
+    // Serialise first initialisations: ORT allows one environment per process.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((info, _)) = RUNTIME.get() {
+        return Ok(info.clone());
+    }
+    if provider != "cpu" {
+        return Err(ModelError::Config(format!(
+            "runtime.provider = {provider:?}: this build runs ONNX Runtime on the CPU only; set it to \"cpu\""
+        )));
+    }
+    if !library.is_file() {
+        return Err(ModelError::File {
+            path: library.to_path_buf(),
+            reason: "ONNX Runtime library not found; run `python3 models/fetch.py`".into(),
+        });
+    }
+    let builder = ort::init_from(library).map_err(|e| ModelError::File {
+        path: library.to_path_buf(),
+        reason: format!("cannot load ONNX Runtime: {e}"),
+    })?;
+    let env = builder.with_name("facegate").build()?;
+    let info = RuntimeInfo {
+        version: build_version(ort::info()),
+        provider: "CPUExecutionProvider".into(),
+        library: library.display().to_string(),
+    };
+    Ok(RUNTIME.get_or_init(|| (info, env)).0.clone())
+}
+
+/// The version from ORT's build info string ("... git-branch=rel-1.31.1, ...").
+fn build_version(info: &str) -> String {
+    info.split([',', ' '])
+        .find_map(|part| part.strip_prefix("git-branch=rel-"))
+        .unwrap_or(info)
+        .to_string()
+}
+
+/// The live runtime, once `init` has succeeded.
+pub fn info() -> Option<RuntimeInfo> {
+    RUNTIME.get().map(|(info, _)| info.clone())
+}
+
+/// One session on the CPU provider. Intra-op spinning is off: with it, two threads under
+/// contention ran slower than one (measured 391 vs 222 ms, see MODELS.md).
+pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::File {
+            path: path.to_path_buf(),
+            reason: "not found; run `python3 models/fetch.py`".into(),
+        });
+    }
+    let file_err = |e: ort::Error| ModelError::File {
+        path: path.to_path_buf(),
+        reason: format!("ONNX Runtime cannot load it: {e}"),
+    };
+    let Some((_, env)) = RUNTIME.get() else {
+        return Err(ModelError::Runtime("ONNX Runtime is not initialised (runtime::init)".into()));
+    };
+    Session::builder(env)
+        .map_err(ModelError::from)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| ModelError::Runtime(e.to_string()))?
+        .with_intra_threads(intra_threads.max(1))
+        .map_err(|e| ModelError::Runtime(e.to_string()))?
+        .with_intra_op_spinning(false)
+        .map_err(|e| ModelError::Runtime(e.to_string()))?
+        .commit_from_file(path)
+        .map_err(file_err)
+}
+
+/// The declared shape of a session's first input (-1 for a free dimension).
+pub fn input_shape(session: &Session) -> Vec<i64> {
+    session
+        .inputs()
+        .first()
+        .and_then(|i| i.dtype().tensor_shape())
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// Refuse a model whose fixed input dimensions differ from what its role feeds it.
+pub fn expect_input(session: &Session, model: &str, want: &[i64]) -> Result<(), ModelError> {
+    let got = input_shape(session);
+    let fits = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *g < 0 || *w < 0 || g == w);
+    if fits {
+        Ok(())
+    } else {
+        Err(ModelError::Shape {
+            model: model.into(),
+            reason: format!("input shape {got:?} does not fit the expected {want:?}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_is_read_from_build_info() {
+        let info = "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release";
+        assert_eq!(super::build_version(info), "1.31.1");
+    }
+}
