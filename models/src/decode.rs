@@ -55,6 +55,11 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
         Some(f) if FORMATS.contains(&f) => {}
         _ => return Err(DecodeError::UnsupportedFormat),
     }
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey and reports success; a face
+        // half made of grey must not reach the gates.
+        return Err(DecodeError::Corrupt("the JPEG is truncated (no end-of-image marker after its last scan)".into()));
+    }
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);
@@ -75,6 +80,18 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
         image.apply_orientation(o);
     }
     Ok(image.into_rgb8())
+}
+
+/// A complete JPEG has an end-of-image marker (FF D9) after the start of its last scan
+/// (FF DA). Inside entropy-coded data every FF byte is stuffed (FF 00) or a restart
+/// marker, so FF D9 there can only be the real end; an EXIF thumbnail's own FF D9 comes
+/// before the main image's scans.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 fn limit_or_corrupt(e: image::ImageError) -> DecodeError {
