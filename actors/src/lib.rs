@@ -1,1 +1,15 @@
+//! facegate's engine: the pool of pipeline workers and one gallery actor per partition.
+//!
+//! `facegate-actors` knows nothing of HTTP or XML: the server crate translates its typed
+//! results and errors into responses.
 
+pub mod directory;
+mod error;
+pub mod gallery;
+pub mod names;
+pub mod pool;
+
+pub use directory::{GalleryConfig, GalleryDirectory};
+pub use error::GalleryError;
+pub use gallery::{Candidate, PartitionStatus};
+pub use pool::{PipelinePool, PoolConfig, PoolError};

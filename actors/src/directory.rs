@@ -1,0 +1,183 @@
+//! The partition directory: every partition's actor and read handle, by name. Loads the
+//! partitions found under the data directory at start and creates one on its first enrol.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::gallery::{store, Applied, Candidate, GalleryActor, InjectFault, PartitionStatus, Shared, Stall, Write, WriteMsg};
+use crate::names::{validate_partition, validate_subject};
+use crate::GalleryError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GalleryConfig {
+    /// One sub-directory per partition, each with its SQLite store.
+    pub data_dir: PathBuf,
+    /// Templates kept per subject; an enrolment beyond it replaces the oldest.
+    pub max_templates_per_subject: usize,
+}
+
+impl Default for GalleryConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("data"), max_templates_per_subject: 10 }
+    }
+}
+
+#[derive(Clone)]
+struct Partition {
+    addr: Addr<GalleryActor>,
+    shared: Arc<Shared>,
+}
+
+/// One partition's line in stats and health.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionInfo {
+    pub name: String,
+    pub status: PartitionStatus,
+    pub subjects: Option<usize>,
+    pub templates: Option<usize>,
+}
+
+pub struct GalleryDirectory {
+    cfg: GalleryConfig,
+    dim: usize,
+    partitions: DashMap<String, Partition>,
+}
+
+impl GalleryDirectory {
+    /// Start an actor for every partition on disk. Must run inside an actix system.
+    pub fn open(cfg: GalleryConfig, dim: usize) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let dir = Arc::new(Self { cfg, dim, partitions: DashMap::new() });
+        for entry in std::fs::read_dir(&dir.cfg.data_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_partition(&name).is_ok() && entry.path().join(store::FILE_NAME).is_file() {
+                dir.start(&name);
+            } else if entry.path().is_dir() {
+                tracing::warn!(entry = %entry.path().display(), "ignoring a directory that is not a partition");
+            }
+        }
+        Ok(dir)
+    }
+
+    fn start(&self, name: &str) -> Partition {
+        self.partitions
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let (actor, shared) = GalleryActor::new(self.cfg.data_dir.join(name), name.to_string(), self.dim, self.cfg.max_templates_per_subject);
+                // Each partition has its own thread: a slow fsync in one never delays another.
+                let arbiter = Arbiter::new();
+                let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+                Partition { addr, shared }
+            })
+            .clone()
+    }
+
+    fn get(&self, name: &str) -> Result<Partition, GalleryError> {
+        validate_partition(name)?;
+        self.partitions.get(name).map(|p| p.clone()).ok_or_else(|| GalleryError::PartitionNotFound(name.into()))
+    }
+
+    /// Partition names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.partitions.iter().map(|e| e.key().clone()).collect();
+        names.sort();
+        names
+    }
+
+    pub fn info(&self) -> Vec<PartitionInfo> {
+        let mut out: Vec<PartitionInfo> = self
+            .partitions
+            .iter()
+            .map(|e| {
+                let counts = e.shared.counts();
+                PartitionInfo { name: e.key().clone(), status: e.shared.status(), subjects: counts.map(|c| c.0), templates: counts.map(|c| c.1) }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    async fn write(&self, p: &Partition, w: Write) -> Result<Applied, GalleryError> {
+        p.addr.send(WriteMsg(w)).await.unwrap_or_else(|_| Err(GalleryError::Unavailable(p.shared.partition.clone())))
+    }
+
+    /// Store a template durably; creates the partition on its first enrolment.
+    pub async fn enrol(&self, partition: &str, subject: &str, vector: Vec<f32>, model_id: &str, quality: f32) -> Result<(), GalleryError> {
+        validate_partition(partition)?;
+        validate_subject(subject)?;
+        let p = self.start(partition);
+        let w = Write::Enrol { subject: subject.into(), vector, model_id: model_id.into(), quality };
+        match self.write(&p, w).await? {
+            Applied::Enrolled { .. } => Ok(()),
+            Applied::ModelMismatch { stored } => Err(GalleryError::ModelMismatch { partition: partition.into(), stored, requested: model_id.into() }),
+            other => Err(GalleryError::Storage { partition: partition.into(), detail: format!("unexpected outcome {other:?}") }),
+        }
+    }
+
+    /// Remove every template of a subject, durably.
+    pub async fn delete(&self, partition: &str, subject: &str) -> Result<(), GalleryError> {
+        validate_subject(subject)?;
+        let p = self.get(partition)?;
+        match self.write(&p, Write::Delete { subject: subject.into() }).await? {
+            Applied::Deleted { .. } => Ok(()),
+            Applied::NotFound => Err(GalleryError::SubjectNotFound(subject.into())),
+            other => Err(GalleryError::Storage { partition: partition.into(), detail: format!("unexpected outcome {other:?}") }),
+        }
+    }
+
+    /// 1:N search on the blocking pool: it never queues behind writes.
+    pub async fn search(&self, partition: &str, query: Vec<f32>, model_id: &str, top_k: usize, min_score: f32) -> Result<Vec<Candidate>, GalleryError> {
+        let p = self.get(partition)?;
+        let model_id = model_id.to_string();
+        blocking(&p, move |s| s.search(&query, &model_id, top_k, min_score)).await
+    }
+
+    pub async fn verify(&self, partition: &str, subject: &str, query: Vec<f32>, model_id: &str) -> Result<f32, GalleryError> {
+        validate_subject(subject)?;
+        let p = self.get(partition)?;
+        let (subject, model_id) = (subject.to_string(), model_id.to_string());
+        blocking(&p, move |s| s.verify(&subject, &query, &model_id)).await
+    }
+
+    /// Is the subject enrolled? (Checked before running the image pipeline for verify.)
+    pub fn contains(&self, partition: &str, subject: &str) -> Result<bool, GalleryError> {
+        validate_subject(subject)?;
+        self.get(partition)?.shared.contains(subject)
+    }
+
+    /// The index layer answers: a real FAISS call on a scratch index and on every ready
+    /// partition.
+    pub fn probe(&self) -> bool {
+        let scratch = crate::gallery::GalleryIndex::new(self.dim).map(|i| i.probe()).unwrap_or(false);
+        scratch && self.partitions.iter().filter(|p| p.shared.status() == PartitionStatus::Ready).all(|p| p.shared.probe())
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Make one partition's actor panic (fault-isolation tests and drills).
+    pub async fn inject_fault(&self, partition: &str) -> Result<(), GalleryError> {
+        let p = self.get(partition)?;
+        p.addr.send(InjectFault).await.map_err(|_| GalleryError::Unavailable(partition.into()))
+    }
+
+    /// Occupy one partition's writer for `d`, as a slow disk would (concurrency tests).
+    pub fn stall_writer(&self, partition: &str, d: std::time::Duration) -> Result<(), GalleryError> {
+        let p = self.get(partition)?;
+        p.addr.do_send(Stall(d));
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(p: &Partition, f: impl FnOnce(&Shared) -> Result<T, GalleryError> + Send + 'static) -> Result<T, GalleryError> {
+    let shared = p.shared.clone();
+    let name = shared.partition.clone();
+    tokio::task::spawn_blocking(move || f(&shared)).await.unwrap_or_else(|_| Err(GalleryError::Unavailable(name)))
+}

@@ -1,0 +1,222 @@
+//! The in-memory search structure of one partition: a FAISS `IDMap2,Flat` inner-product
+//! index (exact; on unit vectors inner product is cosine) keyed by the store's row ids,
+//! plus the subject of every id.
+//!
+//! Searches take `&self` (FAISS's search is const and thread-safe; `ConcurrentIndex`
+//! exposes it), so many run at once under a read lock. Deletes tombstone ids, which
+//! searches skip, and are compacted out of FAISS in batches: `remove_ids` costs O(n)
+//! whatever the number of ids (~450 ms at 1M), so one call per batch, not per delete.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Once};
+
+use faiss::index::{flat::FlatIndexImpl, id_map::IdMap, ConcurrentIndex};
+use faiss::{index_factory, selector::IdSelector, Idx, Index, MetricType};
+
+/// Tombstones compacted out of FAISS once this many accumulate.
+const COMPACT_AT: usize = 1024;
+
+pub struct GalleryIndex {
+    index: IdMap<FlatIndexImpl>,
+    dim: usize,
+    subject_of: HashMap<i64, Arc<str>>,
+    ids_of: HashMap<Arc<str>, Vec<i64>>,
+    tombstones: HashSet<i64>,
+}
+
+/// One subject in a search answer: its best template's score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub subject_id: String,
+    pub score: f32,
+}
+
+impl GalleryIndex {
+    pub fn new(dim: usize) -> faiss::error::Result<Self> {
+        limit_library_threads();
+        let index = index_factory(dim as u32, "IDMap2,Flat", MetricType::InnerProduct)?
+            .into_id_map()?
+            .try_cast_inner_index::<FlatIndexImpl>()?;
+        Ok(Self { index, dim, subject_of: HashMap::new(), ids_of: HashMap::new(), tombstones: HashSet::new() })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn subjects(&self) -> usize {
+        self.ids_of.len()
+    }
+
+    pub fn templates(&self) -> usize {
+        self.subject_of.len()
+    }
+
+    pub fn contains(&self, subject: &str) -> bool {
+        self.ids_of.contains_key(subject)
+    }
+
+    /// Add templates (row id, subject, unit vector) in one FAISS call.
+    pub fn add(&mut self, rows: &[(i64, String, Vec<f32>)]) -> faiss::error::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut flat = Vec::with_capacity(rows.len() * self.dim);
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, _, v) in rows {
+            if v.len() != self.dim {
+                return Err(faiss::error::Error::BadDimension);
+            }
+            flat.extend_from_slice(v);
+            ids.push(Idx::new(*id as u64));
+        }
+        self.index.add_with_ids(&flat, &ids)?;
+        for (id, subject, _) in rows {
+            let subject: Arc<str> = match self.ids_of.get_key_value(subject.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(subject.as_str()),
+            };
+            self.subject_of.insert(*id, subject.clone());
+            self.ids_of.entry(subject).or_default().push(*id);
+        }
+        Ok(())
+    }
+
+    /// Forget template ids at once (tombstones); compacts FAISS when enough accumulate.
+    pub fn remove(&mut self, ids: &[i64]) -> faiss::error::Result<()> {
+        for id in ids {
+            if let Some(subject) = self.subject_of.remove(id) {
+                if let Some(list) = self.ids_of.get_mut(&subject) {
+                    list.retain(|x| x != id);
+                    if list.is_empty() {
+                        self.ids_of.remove(&subject);
+                    }
+                }
+                self.tombstones.insert(*id);
+            }
+        }
+        if self.tombstones.len() >= COMPACT_AT {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    pub fn compact(&mut self) -> faiss::error::Result<()> {
+        if self.tombstones.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Idx> = self.tombstones.iter().map(|id| Idx::new(*id as u64)).collect();
+        self.index.remove_ids(&IdSelector::batch(&ids)?)?;
+        self.tombstones.clear();
+        Ok(())
+    }
+
+    /// The best `top_k` subjects (each once, by its best template) scoring at least
+    /// `min_score`, best first.
+    pub fn search(&self, query: &[f32], top_k: usize, min_score: f32, max_per_subject: usize) -> faiss::error::Result<Vec<Candidate>> {
+        let total = self.index.ntotal() as usize;
+        if total == 0 || top_k == 0 {
+            return Ok(Vec::new());
+        }
+        // Each subject holds at most `max_per_subject` templates, so this many hits hold
+        // at least `top_k` distinct live subjects when that many exist.
+        let k = (top_k * max_per_subject.max(1) + self.tombstones.len()).min(total);
+        let result = ConcurrentIndex::search(&self.index, query, k)?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(top_k);
+        for (label, score) in result.labels.iter().zip(&result.distances) {
+            let Some(id) = label.get().map(|v| v as i64) else { continue };
+            if *score < min_score {
+                break; // results are sorted by score
+            }
+            let Some(subject) = self.subject_of.get(&id) else { continue }; // tombstoned
+            if seen.insert(subject.clone()) {
+                out.push(Candidate { subject_id: subject.to_string(), score: *score });
+                if out.len() == top_k {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The subject's best score against `query`, or None if the subject is unknown.
+    pub fn best_score(&self, subject: &str, query: &[f32]) -> faiss::error::Result<Option<f32>> {
+        let Some(ids) = self.ids_of.get(subject) else { return Ok(None) };
+        let mut buf = vec![0f32; self.dim];
+        let mut best: Option<f32> = None;
+        for id in ids {
+            self.index.reconstruct(Idx::new(*id as u64), &mut buf)?;
+            let s: f32 = buf.iter().zip(query).map(|(a, b)| a * b).sum();
+            best = Some(best.map_or(s, |b| b.max(s)));
+        }
+        Ok(best)
+    }
+
+    /// Counts, for health: a real call into FAISS.
+    pub fn probe(&self) -> bool {
+        let q = vec![0f32; self.dim];
+        ConcurrentIndex::search(&self.index, &q, 1).is_ok()
+    }
+}
+
+/// FAISS's OpenMP pool spinning beside busy request threads made searches 4-8x slower
+/// (MODELS.md): one thread; parallelism comes from concurrent requests. Set here, not
+/// only by OMP_NUM_THREADS, so a binary started without facegate.sh behaves the same.
+/// (BLAS is used by FAISS only for batches of 20+ queries; OPENBLAS_NUM_THREADS=1 is set
+/// by facegate.sh, since Debian's libblas exposes no thread setter to link against.)
+fn limit_library_threads() {
+    static ONCE: Once = Once::new();
+    extern "C" {
+        fn omp_set_num_threads(n: std::os::raw::c_int);
+    }
+    // SAFETY: sets a process-wide integer in libgomp; safe to call at any time.
+    ONCE.call_once(|| unsafe { omp_set_num_threads(1) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u32, dim: usize) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim).map(|i| ((seed as f32 * 12.9898 + i as f32 * 78.233).sin() * 43758.547).fract()).collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn search_returns_each_subject_once_by_its_best_template() {
+        let mut idx = GalleryIndex::new(16).unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<_> = (0..20).map(|i| (i as i64 + 1, format!("s{}", i % 5), unit(i, 16))).collect();
+        idx.add(&rows).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((idx.subjects(), idx.templates()), (5, 20));
+        let hits = idx.search(&unit(7, 16), 3, -1.0, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hits.len(), 3);
+        assert_eq!(hits[0].subject_id, "s2");
+        assert!((hits[0].score - 1.0).abs() < 1e-5);
+        let subjects: HashSet<_> = hits.iter().map(|c| c.subject_id.clone()).collect();
+        assert_eq!(subjects.len(), 3);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!((idx.best_score("s2", &unit(7, 16)).ok().flatten().unwrap_or(0.0) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn removed_templates_are_never_returned_before_or_after_compaction() {
+        let mut idx = GalleryIndex::new(8).unwrap_or_else(|e| panic!("{e}"));
+        idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))]).unwrap_or_else(|e| panic!("{e}"));
+        idx.remove(&[1]).unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx.search(&unit(1, 8), 5, -1.0, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hits.iter().map(|c| c.subject_id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        idx.compact().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(idx.search(&unit(1, 8), 5, -1.0, 1).map(|h| h.len()).unwrap_or(0), 1);
+        assert_eq!(idx.best_score("a", &unit(1, 8)).ok().flatten(), None);
+    }
+
+    #[test]
+    fn min_score_cuts_the_list() {
+        let mut idx = GalleryIndex::new(8).unwrap_or_else(|e| panic!("{e}"));
+        idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))]).unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx.search(&unit(1, 8), 5, 0.99, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hits.len(), 1);
+    }
+}

@@ -1,0 +1,343 @@
+//! One partition's gallery: a supervised actor that owns the durable store and serialises
+//! writes, and a shared read handle that searches use concurrently.
+//!
+//! Writes arrive as messages; every write queued while one batch commits joins the next
+//! batch, which is one SQLite transaction (one fsync): group commit. A write is answered
+//! only after its batch is durable, then the in-memory index is updated under a short
+//! write lock. A panic or storage error restarts the actor (actix `Supervisor`), which
+//! reloads everything from the store while the partition reports itself degraded.
+
+pub mod index;
+pub mod store;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+pub use index::{Candidate, GalleryIndex};
+pub use store::{Applied, Write};
+
+use crate::GalleryError;
+use store::Store;
+
+/// Whether a partition answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionStatus {
+    Ready,
+    /// Starting or restarting after a failure: reloading from its store.
+    Loading,
+    /// Its store could not be opened or read; retried periodically.
+    Degraded,
+}
+
+/// What searches share with the actor.
+pub struct Shared {
+    pub partition: String,
+    state: RwLock<Option<Loaded>>,
+    status: AtomicU8,
+    max_per_subject: usize,
+}
+
+struct Loaded {
+    index: GalleryIndex,
+    model_id: Option<String>,
+}
+
+impl Shared {
+    fn new(partition: String, max_per_subject: usize) -> Self {
+        Self { partition, state: RwLock::new(None), status: AtomicU8::new(1), max_per_subject }
+    }
+
+    pub fn status(&self) -> PartitionStatus {
+        match self.status.load(Ordering::Acquire) {
+            0 => PartitionStatus::Ready,
+            1 => PartitionStatus::Loading,
+            _ => PartitionStatus::Degraded,
+        }
+    }
+
+    fn set_status(&self, s: PartitionStatus) {
+        let v = match s {
+            PartitionStatus::Ready => 0,
+            PartitionStatus::Loading => 1,
+            PartitionStatus::Degraded => 2,
+        };
+        self.status.store(v, Ordering::Release);
+    }
+
+    fn with_loaded<T>(&self, f: impl FnOnce(&Loaded) -> Result<T, GalleryError>) -> Result<T, GalleryError> {
+        let guard = self.state.read();
+        match (&*guard, self.status()) {
+            (Some(loaded), PartitionStatus::Ready) => f(loaded),
+            _ => Err(GalleryError::Unavailable(self.partition.clone())),
+        }
+    }
+
+    fn check_model(&self, loaded: &Loaded, model_id: &str) -> Result<(), GalleryError> {
+        match &loaded.model_id {
+            Some(stored) if stored != model_id => Err(GalleryError::ModelMismatch {
+                partition: self.partition.clone(),
+                stored: stored.clone(),
+                requested: model_id.into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn index_err(&self, e: faiss::error::Error) -> GalleryError {
+        GalleryError::Index { partition: self.partition.clone(), detail: e.to_string() }
+    }
+
+    /// 1:N search; runs on the caller's thread under a read lock.
+    pub fn search(&self, query: &[f32], model_id: &str, top_k: usize, min_score: f32) -> Result<Vec<Candidate>, GalleryError> {
+        self.with_loaded(|l| {
+            self.check_model(l, model_id)?;
+            if query.len() != l.index.dim() {
+                return Ok(Vec::new());
+            }
+            l.index.search(query, top_k, min_score, self.max_per_subject).map_err(|e| self.index_err(e))
+        })
+    }
+
+    /// 1:1: the subject's best score against `query`.
+    pub fn verify(&self, subject: &str, query: &[f32], model_id: &str) -> Result<f32, GalleryError> {
+        self.with_loaded(|l| {
+            self.check_model(l, model_id)?;
+            l.index
+                .best_score(subject, query)
+                .map_err(|e| self.index_err(e))?
+                .ok_or_else(|| GalleryError::SubjectNotFound(subject.into()))
+        })
+    }
+
+    pub fn contains(&self, subject: &str) -> Result<bool, GalleryError> {
+        self.with_loaded(|l| Ok(l.index.contains(subject)))
+    }
+
+    /// Subjects and templates, when loaded.
+    pub fn counts(&self) -> Option<(usize, usize)> {
+        self.state.read().as_ref().map(|l| (l.index.subjects(), l.index.templates()))
+    }
+
+    pub fn probe(&self) -> bool {
+        self.with_loaded(|l| Ok(l.index.probe())).unwrap_or(false)
+    }
+}
+
+type Reply = oneshot::Sender<Result<Applied, GalleryError>>;
+
+pub struct GalleryActor {
+    dir: PathBuf,
+    dim: usize,
+    max_per_subject: usize,
+    shared: Arc<Shared>,
+    store: Option<Store>,
+    pending: Vec<(Write, Reply)>,
+    flush_scheduled: bool,
+}
+
+impl GalleryActor {
+    pub fn new(dir: PathBuf, partition: String, dim: usize, max_per_subject: usize) -> (Self, Arc<Shared>) {
+        let shared = Arc::new(Shared::new(partition, max_per_subject));
+        let actor = Self { dir, dim, max_per_subject, shared: shared.clone(), store: None, pending: Vec::new(), flush_scheduled: false };
+        (actor, shared)
+    }
+
+    /// Open the store and rebuild the index from it (the store is the truth).
+    fn load(&mut self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        let store = Store::open(&self.dir, self.max_per_subject).map_err(|e| e.to_string())?;
+        let model_id = store.model_id().map_err(|e| e.to_string())?;
+        let mut index = GalleryIndex::new(self.dim).map_err(|e| e.to_string())?;
+        let mut chunk = Vec::with_capacity(8192);
+        let mut failure = None;
+        store
+            .for_each(|row| {
+                if failure.is_some() {
+                    return;
+                }
+                chunk.push((row.id, row.subject, row.vector));
+                if chunk.len() == chunk.capacity() {
+                    failure = index.add(&chunk).err();
+                    chunk.clear();
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = failure {
+            return Err(e.to_string());
+        }
+        index.add(&chunk).map_err(|e| e.to_string())?;
+        *self.shared.state.write() = Some(Loaded { index, model_id });
+        self.store = Some(store);
+        Ok(())
+    }
+
+    fn start_loading(&mut self, ctx: &mut Context<Self>) {
+        self.shared.set_status(PartitionStatus::Loading);
+        match self.load() {
+            Ok(()) => {
+                self.shared.set_status(PartitionStatus::Ready);
+                tracing::info!(partition = %self.shared.partition, counts = ?self.shared.counts(), "partition loaded");
+            }
+            Err(e) => {
+                self.shared.set_status(PartitionStatus::Degraded);
+                tracing::error!(partition = %self.shared.partition, error = %e, "partition failed to load; retrying in 5 s");
+                ctx.run_later(Duration::from_secs(5), |act, ctx| act.start_loading(ctx));
+            }
+        }
+    }
+
+    /// Commit a batch durably, then apply it to the index.
+    fn commit(&mut self, writes: &[Write]) -> Result<Vec<Applied>, String> {
+        let store = self.store.as_mut().ok_or("store not open")?;
+        let applied = store.apply(writes).map_err(|e| e.to_string())?;
+        let mut guard = self.shared.state.write();
+        let loaded = guard.as_mut().ok_or("index not loaded")?;
+        for (w, a) in writes.iter().zip(&applied) {
+            match (w, a) {
+                (Write::Enrol { subject, vector, model_id, .. }, Applied::Enrolled { id, evicted }) => {
+                    loaded.index.remove(evicted).map_err(|e| e.to_string())?;
+                    loaded.index.add(&[(*id, subject.clone(), vector.clone())]).map_err(|e| e.to_string())?;
+                    loaded.model_id.get_or_insert_with(|| model_id.clone());
+                }
+                (_, Applied::Deleted { ids }) => loaded.index.remove(ids).map_err(|e| e.to_string())?,
+                _ => {}
+            }
+        }
+        Ok(applied)
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        if self.pending.is_empty() {
+            return;
+        }
+        let (writes, replies): (Vec<Write>, Vec<Reply>) = std::mem::take(&mut self.pending).into_iter().unzip();
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.commit(&writes)));
+        match outcome {
+            Ok(Ok(applied)) => {
+                for (reply, a) in replies.into_iter().zip(applied) {
+                    let _ = reply.send(Ok(a));
+                }
+            }
+            failed => {
+                let detail = match failed {
+                    Ok(Err(e)) => e,
+                    _ => "panic while writing".to_string(),
+                };
+                tracing::error!(partition = %self.shared.partition, error = %detail, "write batch failed; restarting the partition");
+                for reply in replies {
+                    let _ = reply.send(Err(GalleryError::Storage { partition: self.shared.partition.clone(), detail: "write failed; the partition is restarting".into() }));
+                }
+                ctx.stop(); // the Supervisor restarts us and `started` reloads from the store
+            }
+        }
+    }
+}
+
+impl Actor for GalleryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_loading(ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        // Graceful shutdown: writes already queued are committed before the actor goes.
+        if self.store.is_some() && !self.pending.is_empty() {
+            self.flush(ctx);
+        }
+        Running::Stop
+    }
+}
+
+impl Supervised for GalleryActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!(partition = %self.shared.partition, "partition actor restarting");
+        self.shared.set_status(PartitionStatus::Loading);
+        self.store = None;
+        *self.shared.state.write() = None;
+        for (_, reply) in self.pending.drain(..) {
+            let _ = reply.send(Err(GalleryError::Unavailable(self.shared.partition.clone())));
+        }
+        self.flush_scheduled = false;
+    }
+}
+
+/// A write to commit durably.
+pub struct WriteMsg(pub Write);
+
+impl Message for WriteMsg {
+    type Result = Result<Applied, GalleryError>;
+}
+
+impl Handler<WriteMsg> for GalleryActor {
+    type Result = ResponseFuture<Result<Applied, GalleryError>>;
+
+    fn handle(&mut self, msg: WriteMsg, ctx: &mut Self::Context) -> Self::Result {
+        let partition = self.shared.partition.clone();
+        if self.store.is_none() {
+            return Box::pin(async move { Err(GalleryError::Unavailable(partition)) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.push((msg.0, tx));
+        if !self.flush_scheduled {
+            // Runs after the mailbox messages already queued: they join this batch.
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(GalleryError::Unavailable(partition))) })
+    }
+}
+
+struct Flush;
+
+impl Message for Flush {
+    type Result = ();
+}
+
+impl Handler<Flush> for GalleryActor {
+    type Result = ();
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.flush(ctx);
+    }
+}
+
+/// Fault injection for tests and drills: the actor panics inside a handler, exactly as
+/// a bug would, and must be restarted by its supervisor.
+pub struct InjectFault;
+
+impl Message for InjectFault {
+    type Result = ();
+}
+
+impl Handler<InjectFault> for GalleryActor {
+    type Result = ();
+    fn handle(&mut self, _: InjectFault, ctx: &mut Self::Context) {
+        let outcome = catch_unwind(|| panic!("injected fault"));
+        if outcome.is_err() {
+            ctx.stop();
+        }
+    }
+}
+
+/// Hold the actor's thread for a while, as a slow fsync would (tests of concurrency).
+pub struct Stall(pub Duration);
+
+impl Message for Stall {
+    type Result = ();
+}
+
+impl Handler<Stall> for GalleryActor {
+    type Result = ();
+    fn handle(&mut self, msg: Stall, _: &mut Self::Context) {
+        std::thread::sleep(msg.0);
+    }
+}
