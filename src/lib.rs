@@ -1,1 +1,12 @@
+//! facegate's HTTP layer: configuration, the error table, XML bodies, API keys, metrics
+//! and one handler module per resource. The engine lives in `facegate-actors`.
 
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod eval;
+pub mod metrics;
+pub mod routes;
+pub mod xml;

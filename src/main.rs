@@ -1,1 +1,133 @@
-fn main(){}
+//! facegate: the server and its operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actix_web::{middleware, web, App, HttpServer};
+use clap::{Parser, Subcommand};
+use facegate::app::{self, AppState};
+use facegate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "facegate",
+    version,
+    about = "Face-biometric REST service: search, verify, enrol, delete behind quality, PAD and MAD gates"
+)]
+struct Cli {
+    /// Configuration file (layered over config/default.toml; FACEGATE__SECTION__KEY overrides both).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the HTTP service.
+    Serve,
+    /// Check the configuration and every model file, run each model once, and exit.
+    Check,
+    /// Measure the real pipeline on an evaluation set.
+    Eval {
+        #[command(subcommand)]
+        set: facegate::eval::EvalSet,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("facegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.server.json_logs);
+    let result = match cli.command {
+        Command::Serve => serve(cfg),
+        Command::Check => check(cfg),
+        Command::Eval { set } => facegate::eval::run(&cfg, set),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("facegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,ort=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+type AnyError = Box<dyn std::error::Error>;
+
+fn start(cfg: Config) -> Result<std::sync::Arc<AppState>, AnyError> {
+    let state = AppState::start(cfg)?;
+    let info = state.pool.info();
+    tracing::info!(version = %info.runtime.version, provider = %info.runtime.provider, library = %info.runtime.library, "ONNX Runtime loaded");
+    for f in &info.files {
+        tracing::info!(role = %f.role, file = %f.file, source = %f.source, licence = %f.licence, "model loaded");
+    }
+    tracing::info!(model_id = %info.model_id, dim = info.dim, workers = info.workers, "pipeline ready");
+    if !info.mad_configured {
+        tracing::warn!("no MAD model configured: the morphing-attack gate passes every enrolment (health: onnx_mad false)");
+    }
+    Ok(state)
+}
+
+fn check(cfg: Config) -> Result<(), AnyError> {
+    actix_web::rt::System::new().block_on(async move {
+        let state = start(cfg)?;
+        let h = state.pool.health().await;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "models": h, "pool": state.pool.info() })
+            )?
+        );
+        Ok(())
+    })
+}
+
+fn serve(cfg: Config) -> Result<(), AnyError> {
+    actix_web::rt::System::new().block_on(async move {
+        let mut host = cfg.server.host.clone();
+        let loopback = host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(host == "localhost");
+        if cfg.auth.keys.is_empty() {
+            if !loopback && !cfg.server.allow_remote_without_keys {
+                tracing::warn!(requested = %host, "no API keys configured: binding to 127.0.0.1 only (configure auth.keys, or set server.allow_remote_without_keys)");
+                host = "127.0.0.1".into();
+            } else {
+                tracing::warn!("no API keys configured: every request is allowed");
+            }
+        }
+        let (port, workers) = (cfg.server.port, cfg.server.http_workers);
+        let state = web::Data::from(start(cfg)?);
+        let mut server = HttpServer::new(move || {
+            App::new().app_data(state.clone()).wrap(middleware::from_fn(app::observe)).configure(app::routes)
+        })
+        // In-flight requests (and so in-flight enrolments) finish before shutdown.
+        .shutdown_timeout(30);
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        let server = server.bind((host.as_str(), port))?;
+        tracing::info!(%host, port, "facegate listening");
+        server.run().await?;
+        Ok(())
+    })
+}

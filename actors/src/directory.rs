@@ -8,7 +8,10 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::gallery::{store, Applied, Candidate, GalleryActor, InjectFault, PartitionStatus, Shared, Stall, Write, WriteMsg};
+use crate::gallery::{
+    store, Applied, Candidate, GalleryActor, InjectFault, PartitionStatus, Shared, Stall, Write,
+    WriteMsg,
+};
 use crate::names::{validate_partition, validate_subject};
 use crate::GalleryError;
 
@@ -23,7 +26,10 @@ pub struct GalleryConfig {
 
 impl Default for GalleryConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("data"), max_templates_per_subject: 10 }
+        Self {
+            data_dir: PathBuf::from("data"),
+            max_templates_per_subject: 10,
+        }
     }
 }
 
@@ -52,7 +58,11 @@ impl GalleryDirectory {
     /// Start an actor for every partition on disk. Must run inside an actix system.
     pub fn open(cfg: GalleryConfig, dim: usize) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let dir = Arc::new(Self { cfg, dim, partitions: DashMap::new() });
+        let dir = Arc::new(Self {
+            cfg,
+            dim,
+            partitions: DashMap::new(),
+        });
         for entry in std::fs::read_dir(&dir.cfg.data_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -69,7 +79,12 @@ impl GalleryDirectory {
         self.partitions
             .entry(name.to_string())
             .or_insert_with(|| {
-                let (actor, shared) = GalleryActor::new(self.cfg.data_dir.join(name), name.to_string(), self.dim, self.cfg.max_templates_per_subject);
+                let (actor, shared) = GalleryActor::new(
+                    self.cfg.data_dir.join(name),
+                    name.to_string(),
+                    self.dim,
+                    self.cfg.max_templates_per_subject,
+                );
                 // Each partition has its own thread: a slow fsync in one never delays another.
                 let arbiter = Arbiter::new();
                 let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
@@ -80,7 +95,14 @@ impl GalleryDirectory {
 
     fn get(&self, name: &str) -> Result<Partition, GalleryError> {
         validate_partition(name)?;
-        self.partitions.get(name).map(|p| p.clone()).ok_or_else(|| GalleryError::PartitionNotFound(name.into()))
+        self.partitions
+            .get(name)
+            .map(|p| p.clone())
+            .ok_or_else(|| GalleryError::PartitionNotFound(name.into()))
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.partitions.contains_key(name)
     }
 
     /// Partition names, sorted.
@@ -96,7 +118,12 @@ impl GalleryDirectory {
             .iter()
             .map(|e| {
                 let counts = e.shared.counts();
-                PartitionInfo { name: e.key().clone(), status: e.shared.status(), subjects: counts.map(|c| c.0), templates: counts.map(|c| c.1) }
+                PartitionInfo {
+                    name: e.key().clone(),
+                    status: e.shared.status(),
+                    subjects: counts.map(|c| c.0),
+                    templates: counts.map(|c| c.1),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -104,19 +131,41 @@ impl GalleryDirectory {
     }
 
     async fn write(&self, p: &Partition, w: Write) -> Result<Applied, GalleryError> {
-        p.addr.send(WriteMsg(w)).await.unwrap_or_else(|_| Err(GalleryError::Unavailable(p.shared.partition.clone())))
+        p.addr
+            .send(WriteMsg(w))
+            .await
+            .unwrap_or_else(|_| Err(GalleryError::Unavailable(p.shared.partition.clone())))
     }
 
     /// Store a template durably; creates the partition on its first enrolment.
-    pub async fn enrol(&self, partition: &str, subject: &str, vector: Vec<f32>, model_id: &str, quality: f32) -> Result<(), GalleryError> {
+    pub async fn enrol(
+        &self,
+        partition: &str,
+        subject: &str,
+        vector: Vec<f32>,
+        model_id: &str,
+        quality: f32,
+    ) -> Result<(), GalleryError> {
         validate_partition(partition)?;
         validate_subject(subject)?;
         let p = self.start(partition);
-        let w = Write::Enrol { subject: subject.into(), vector, model_id: model_id.into(), quality };
+        let w = Write::Enrol {
+            subject: subject.into(),
+            vector,
+            model_id: model_id.into(),
+            quality,
+        };
         match self.write(&p, w).await? {
             Applied::Enrolled { .. } => Ok(()),
-            Applied::ModelMismatch { stored } => Err(GalleryError::ModelMismatch { partition: partition.into(), stored, requested: model_id.into() }),
-            other => Err(GalleryError::Storage { partition: partition.into(), detail: format!("unexpected outcome {other:?}") }),
+            Applied::ModelMismatch { stored } => Err(GalleryError::ModelMismatch {
+                partition: partition.into(),
+                stored,
+                requested: model_id.into(),
+            }),
+            other => Err(GalleryError::Storage {
+                partition: partition.into(),
+                detail: format!("unexpected outcome {other:?}"),
+            }),
         }
     }
 
@@ -124,21 +173,45 @@ impl GalleryDirectory {
     pub async fn delete(&self, partition: &str, subject: &str) -> Result<(), GalleryError> {
         validate_subject(subject)?;
         let p = self.get(partition)?;
-        match self.write(&p, Write::Delete { subject: subject.into() }).await? {
+        match self
+            .write(
+                &p,
+                Write::Delete {
+                    subject: subject.into(),
+                },
+            )
+            .await?
+        {
             Applied::Deleted { .. } => Ok(()),
             Applied::NotFound => Err(GalleryError::SubjectNotFound(subject.into())),
-            other => Err(GalleryError::Storage { partition: partition.into(), detail: format!("unexpected outcome {other:?}") }),
+            other => Err(GalleryError::Storage {
+                partition: partition.into(),
+                detail: format!("unexpected outcome {other:?}"),
+            }),
         }
     }
 
     /// 1:N search on the blocking pool: it never queues behind writes.
-    pub async fn search(&self, partition: &str, query: Vec<f32>, model_id: &str, top_k: usize, min_score: f32) -> Result<Vec<Candidate>, GalleryError> {
+    pub async fn search(
+        &self,
+        partition: &str,
+        query: Vec<f32>,
+        model_id: &str,
+        top_k: usize,
+        min_score: f32,
+    ) -> Result<Vec<Candidate>, GalleryError> {
         let p = self.get(partition)?;
         let model_id = model_id.to_string();
         blocking(&p, move |s| s.search(&query, &model_id, top_k, min_score)).await
     }
 
-    pub async fn verify(&self, partition: &str, subject: &str, query: Vec<f32>, model_id: &str) -> Result<f32, GalleryError> {
+    pub async fn verify(
+        &self,
+        partition: &str,
+        subject: &str,
+        query: Vec<f32>,
+        model_id: &str,
+    ) -> Result<f32, GalleryError> {
         validate_subject(subject)?;
         let p = self.get(partition)?;
         let (subject, model_id) = (subject.to_string(), model_id.to_string());
@@ -154,8 +227,15 @@ impl GalleryDirectory {
     /// The index layer answers: a real FAISS call on a scratch index and on every ready
     /// partition.
     pub fn probe(&self) -> bool {
-        let scratch = crate::gallery::GalleryIndex::new(self.dim).map(|i| i.probe()).unwrap_or(false);
-        scratch && self.partitions.iter().filter(|p| p.shared.status() == PartitionStatus::Ready).all(|p| p.shared.probe())
+        let scratch = crate::gallery::GalleryIndex::new(self.dim)
+            .map(|i| i.probe())
+            .unwrap_or(false);
+        scratch
+            && self
+                .partitions
+                .iter()
+                .filter(|p| p.shared.status() == PartitionStatus::Ready)
+                .all(|p| p.shared.probe())
     }
 
     pub fn dim(&self) -> usize {
@@ -165,19 +245,31 @@ impl GalleryDirectory {
     /// Make one partition's actor panic (fault-isolation tests and drills).
     pub async fn inject_fault(&self, partition: &str) -> Result<(), GalleryError> {
         let p = self.get(partition)?;
-        p.addr.send(InjectFault).await.map_err(|_| GalleryError::Unavailable(partition.into()))
+        p.addr
+            .send(InjectFault)
+            .await
+            .map_err(|_| GalleryError::Unavailable(partition.into()))
     }
 
     /// Occupy one partition's writer for `d`, as a slow disk would (concurrency tests).
-    pub fn stall_writer(&self, partition: &str, d: std::time::Duration) -> Result<(), GalleryError> {
+    pub fn stall_writer(
+        &self,
+        partition: &str,
+        d: std::time::Duration,
+    ) -> Result<(), GalleryError> {
         let p = self.get(partition)?;
         p.addr.do_send(Stall(d));
         Ok(())
     }
 }
 
-async fn blocking<T: Send + 'static>(p: &Partition, f: impl FnOnce(&Shared) -> Result<T, GalleryError> + Send + 'static) -> Result<T, GalleryError> {
+async fn blocking<T: Send + 'static>(
+    p: &Partition,
+    f: impl FnOnce(&Shared) -> Result<T, GalleryError> + Send + 'static,
+) -> Result<T, GalleryError> {
     let shared = p.shared.clone();
     let name = shared.partition.clone();
-    tokio::task::spawn_blocking(move || f(&shared)).await.unwrap_or_else(|_| Err(GalleryError::Unavailable(name)))
+    tokio::task::spawn_blocking(move || f(&shared))
+        .await
+        .unwrap_or_else(|_| Err(GalleryError::Unavailable(name)))
 }

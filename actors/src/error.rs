@@ -9,7 +9,11 @@ pub enum GalleryError {
     #[error("{0}")]
     InvalidName(String),
     #[error("partition {partition:?} holds templates of model {stored:?}; this service runs {requested:?}, and templates of different models are never compared")]
-    ModelMismatch { partition: String, stored: String, requested: String },
+    ModelMismatch {
+        partition: String,
+        stored: String,
+        requested: String,
+    },
     #[error("partition {0:?} is restarting after a failure; retry shortly")]
     Unavailable(String),
     #[error("storage failure in partition {partition:?}: {detail}")]

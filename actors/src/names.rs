@@ -12,7 +12,9 @@ pub fn validate_partition(name: &str) -> Result<(), GalleryError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_PARTITION_LEN
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -25,7 +27,10 @@ pub fn validate_partition(name: &str) -> Result<(), GalleryError> {
 /// 1-128 bytes of UTF-8 without control characters and without leading or trailing
 /// whitespace. Subject ids are data, never paths, so '<', '&' or '/' are allowed.
 pub fn validate_subject(id: &str) -> Result<(), GalleryError> {
-    let ok = !id.is_empty() && id.len() <= MAX_SUBJECT_LEN && !id.chars().any(char::is_control) && id.trim() == id;
+    let ok = !id.is_empty()
+        && id.len() <= MAX_SUBJECT_LEN
+        && !id.chars().any(char::is_control)
+        && id.trim() == id;
     if ok {
         Ok(())
     } else {
@@ -44,7 +49,20 @@ mod tests {
         for good in ["default", "watchlist", "site-7_B"] {
             assert!(validate_partition(good).is_ok(), "{good}");
         }
-        for bad in ["", "..", ".", "../etc", "a/b", "a\\b", "-x", "_x", "a b", "é", &"x".repeat(65), "a\0"] {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "../etc",
+            "a/b",
+            "a\\b",
+            "-x",
+            "_x",
+            "a b",
+            "é",
+            &"x".repeat(65),
+            "a\0",
+        ] {
             assert!(validate_partition(bad).is_err(), "{bad:?}");
         }
     }

@@ -28,7 +28,10 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { workers: 0, max_inflight: 32 }
+        Self {
+            workers: 0,
+            max_inflight: 32,
+        }
     }
 }
 
@@ -72,7 +75,9 @@ impl Handler<Analyze> for PipelineWorker {
         let Some(pipeline) = self.pipeline.as_mut() else {
             return Err(PoolError::WorkerFailed);
         };
-        match catch_unwind(AssertUnwindSafe(|| pipeline.analyze(&msg.bytes, msg.purpose))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            pipeline.analyze(&msg.bytes, msg.purpose)
+        })) {
             Ok(result) => Ok(result?),
             Err(_) => {
                 tracing::error!("pipeline worker panicked; restarting it with fresh sessions");
@@ -87,7 +92,12 @@ impl Handler<Probe> for PipelineWorker {
     type Result = MessageResult<Probe>;
 
     fn handle(&mut self, _: Probe, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.pipeline.as_mut().map(|p| catch_unwind(AssertUnwindSafe(|| p.probe())).unwrap_or_default()).unwrap_or_default())
+        MessageResult(
+            self.pipeline
+                .as_mut()
+                .map(|p| catch_unwind(AssertUnwindSafe(|| p.probe())).unwrap_or_default())
+                .unwrap_or_default(),
+        )
     }
 }
 
@@ -113,21 +123,41 @@ pub struct PipelinePool {
 impl PipelinePool {
     /// Load ONNX Runtime, check every model file, load and warm up each worker's sessions.
     /// Any failure stops here, naming the file: the service never starts half-working.
-    pub fn start(pool: &PoolConfig, cfg: &PipelineConfig, ort_library: &std::path::Path, provider: &str) -> Result<Self, ModelError> {
+    pub fn start(
+        pool: &PoolConfig,
+        cfg: &PipelineConfig,
+        ort_library: &std::path::Path,
+        provider: &str,
+    ) -> Result<Self, ModelError> {
         cfg.validate()?;
         let runtime = runtime::init(ort_library, provider)?;
         let files = Pipeline::verify_files(cfg)?;
-        let workers = if pool.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { pool.workers };
+        let workers = if pool.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            pool.workers
+        };
         let mut ready = Vec::with_capacity(workers);
         for _ in 0..workers {
             let mut p = Pipeline::load(cfg)?;
             let warm = p.probe();
             if !(warm.detection && warm.recognition && warm.quality && warm.pad) {
-                return Err(ModelError::Runtime(format!("warm-up pass failed: {warm:?}")));
+                return Err(ModelError::Runtime(format!(
+                    "warm-up pass failed: {warm:?}"
+                )));
             }
             ready.push(p);
         }
-        let info = PoolInfo { runtime, files, model_id: ready[0].model_id().to_string(), dim: ready[0].dim(), workers, mad_configured: ready[0].mad_configured() };
+        let info = PoolInfo {
+            runtime,
+            files,
+            model_id: ready[0].model_id().to_string(),
+            dim: ready[0].dim(),
+            workers,
+            mad_configured: ready[0].mad_configured(),
+        };
         let spare = Arc::new(Mutex::new(ready));
         let cfg = cfg.clone();
         let addr = SyncArbiter::start(workers, move || {
@@ -141,7 +171,13 @@ impl PipelinePool {
             });
             PipelineWorker { pipeline }
         });
-        Ok(Self { addr, permits: Arc::new(Semaphore::new(pool.max_inflight.max(1))), max_inflight: pool.max_inflight.max(1), info, last_health: Mutex::new(None) })
+        Ok(Self {
+            addr,
+            permits: Arc::new(Semaphore::new(pool.max_inflight.max(1))),
+            max_inflight: pool.max_inflight.max(1),
+            info,
+            last_health: Mutex::new(None),
+        })
     }
 
     pub fn info(&self) -> &PoolInfo {
@@ -158,8 +194,15 @@ impl PipelinePool {
     }
 
     pub async fn analyze(&self, bytes: Vec<u8>, purpose: Purpose) -> Result<Analysis, PoolError> {
-        let _permit = self.permits.clone().try_acquire_owned().map_err(|_| PoolError::Overloaded(self.max_inflight))?;
-        self.addr.send(Analyze { bytes, purpose }).await.map_err(|_| PoolError::WorkerFailed)?
+        let _permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| PoolError::Overloaded(self.max_inflight))?;
+        self.addr
+            .send(Analyze { bytes, purpose })
+            .await
+            .map_err(|_| PoolError::WorkerFailed)?
     }
 
     /// Every model's health from a real forward pass, re-probed at most every 5 s.

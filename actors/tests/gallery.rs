@@ -9,19 +9,28 @@ use facegate_actors::{GalleryConfig, GalleryDirectory, GalleryError, PartitionSt
 const DIM: usize = 32;
 
 fn unit(seed: u32) -> Vec<f32> {
-    let v: Vec<f32> = (0..DIM).map(|i| ((seed as f32 * 12.9898 + i as f32 * 78.233).sin() * 43758.547).fract() - 0.5).collect();
+    let v: Vec<f32> = (0..DIM)
+        .map(|i| ((seed as f32 * 12.9898 + i as f32 * 78.233).sin() * 43758.547).fract() - 0.5)
+        .collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter().map(|x| x / n).collect()
 }
 
 fn open(dir: &std::path::Path) -> Arc<GalleryDirectory> {
-    let cfg = GalleryConfig { data_dir: dir.to_path_buf(), max_templates_per_subject: 3 };
+    let cfg = GalleryConfig {
+        data_dir: dir.to_path_buf(),
+        max_templates_per_subject: 3,
+    };
     GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn until_ready(g: &GalleryDirectory, partition: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while g.info().iter().any(|p| p.name == partition && p.status != PartitionStatus::Ready) {
+    while g
+        .info()
+        .iter()
+        .any(|p| p.name == partition && p.status != PartitionStatus::Ready)
+    {
         assert!(Instant::now() < deadline, "{partition} never became ready");
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
@@ -32,74 +41,125 @@ async fn acknowledged_enrolments_survive_a_restart() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     {
         let g = open(tmp.path());
-        let writes: Vec<_> = (0..50).map(|i| {
-            let g = g.clone();
-            async move { g.enrol("default", &format!("p{i}"), unit(i), "m1", 0.9).await }
-        }).collect();
+        let writes: Vec<_> = (0..50)
+            .map(|i| {
+                let g = g.clone();
+                async move {
+                    g.enrol("default", &format!("p{i}"), unit(i), "m1", 0.9)
+                        .await
+                }
+            })
+            .collect();
         for r in futures_join(writes).await {
             r.unwrap_or_else(|e| panic!("{e}"));
         }
-        g.delete("default", "p7").await.unwrap_or_else(|e| panic!("{e}"));
+        g.delete("default", "p7")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let g = open(tmp.path());
     until_ready(&g, "default").await;
     assert_eq!(g.names(), vec!["default"]);
-    let hits = g.search("default", unit(3), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+    let hits = g
+        .search("default", unit(3), "m1", 1, 0.0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hits[0].subject_id, "p3");
     assert_eq!(g.info()[0].subjects, Some(49));
-    assert_eq!(g.verify("default", "p7", unit(7), "m1").await, Err(GalleryError::SubjectNotFound("p7".into())));
+    assert_eq!(
+        g.verify("default", "p7", unit(7), "m1").await,
+        Err(GalleryError::SubjectNotFound("p7".into()))
+    );
 }
 
 #[actix_rt::test]
 async fn searches_complete_while_a_write_is_stalled() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let g = open(tmp.path());
-    g.enrol("default", "alice", unit(1), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+    g.enrol("default", "alice", unit(1), "m1", 0.9)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // The writer is busy for 2 s (as a slow fsync would be) and an enrolment queues behind it.
-    g.stall_writer("default", Duration::from_secs(2)).unwrap_or_else(|e| panic!("{e}"));
+    g.stall_writer("default", Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{e}"));
     let writer = {
         let g = g.clone();
         actix_rt::spawn(async move { g.enrol("default", "bob", unit(2), "m1", 0.9).await })
     };
     let start = Instant::now();
     for _ in 0..20 {
-        let hits = g.search("default", unit(1), "m1", 5, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+        let hits = g
+            .search("default", unit(1), "m1", 5, 0.0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits[0].subject_id, "alice");
     }
     let searched = start.elapsed();
-    assert!(!writer.is_finished(), "the write should still be waiting for the stalled writer");
-    writer.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !writer.is_finished(),
+        "the write should still be waiting for the stalled writer"
+    );
+    writer
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let waited = start.elapsed();
     // The ordering, not a timing budget: all searches were answered before the write was.
-    assert!(searched < waited, "searches {searched:?} vs write {waited:?}");
+    assert!(
+        searched < waited,
+        "searches {searched:?} vs write {waited:?}"
+    );
 }
 
 #[actix_rt::test]
 async fn a_fault_in_one_partition_leaves_the_others_serving() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let g = open(tmp.path());
-    g.enrol("watchlist", "w1", unit(10), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
-    g.enrol("employees", "e1", unit(20), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
-    g.stall_writer("watchlist", Duration::from_millis(300)).unwrap_or_else(|e| panic!("{e}"));
-    g.inject_fault("watchlist").await.unwrap_or_else(|e| panic!("{e}"));
+    g.enrol("watchlist", "w1", unit(10), "m1", 0.9)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    g.enrol("employees", "e1", unit(20), "m1", 0.9)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    g.stall_writer("watchlist", Duration::from_millis(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    g.inject_fault("watchlist")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // The other partition answers throughout.
-    let hits = g.search("employees", unit(20), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+    let hits = g
+        .search("employees", unit(20), "m1", 1, 0.0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hits[0].subject_id, "e1");
     // The faulty one comes back with its data, reloaded from its store.
     until_ready(&g, "watchlist").await;
-    let hits = g.search("watchlist", unit(10), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+    let hits = g
+        .search("watchlist", unit(10), "m1", 1, 0.0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hits[0].subject_id, "w1");
-    g.enrol("watchlist", "w2", unit(11), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+    g.enrol("watchlist", "w2", unit(11), "m1", 0.9)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[actix_rt::test]
 async fn templates_of_another_model_are_refused_not_compared() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let g = open(tmp.path());
-    g.enrol("default", "a", unit(1), "arcface-w600k-mbf", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
-    let err = g.enrol("default", "b", unit(2), "arcface-w600k-r50", 0.9).await.unwrap_err();
+    g.enrol("default", "a", unit(1), "arcface-w600k-mbf", 0.9)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = g
+        .enrol("default", "b", unit(2), "arcface-w600k-r50", 0.9)
+        .await
+        .unwrap_err();
     assert!(matches!(err, GalleryError::ModelMismatch { .. }), "{err:?}");
-    let err = g.search("default", unit(1), "arcface-w600k-r50", 1, 0.0).await.unwrap_err();
+    let err = g
+        .search("default", unit(1), "arcface-w600k-r50", 1, 0.0)
+        .await
+        .unwrap_err();
     assert!(matches!(err, GalleryError::ModelMismatch { .. }), "{err:?}");
 }
 
@@ -108,21 +168,46 @@ async fn several_templates_per_subject_one_answer_each() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let g = open(tmp.path());
     for i in 0..5 {
-        g.enrol("default", "alice", unit(100 + i), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+        g.enrol("default", "alice", unit(100 + i), "m1", 0.9)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
-    g.enrol("default", "bob", unit(1), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+    g.enrol("default", "bob", unit(1), "m1", 0.9)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let info = &g.info()[0];
-    assert_eq!((info.subjects, info.templates), (Some(2), Some(4)), "3 templates kept for alice");
-    let hits = g.search("default", unit(104), "m1", 5, -1.0).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (info.subjects, info.templates),
+        (Some(2), Some(4)),
+        "3 templates kept for alice"
+    );
+    let hits = g
+        .search("default", unit(104), "m1", 5, -1.0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hits.iter().filter(|c| c.subject_id == "alice").count(), 1);
     assert!((hits[0].score - 1.0).abs() < 1e-5);
     // The oldest templates made room: the first no longer matches exactly.
-    let s = g.verify("default", "alice", unit(100), "m1").await.unwrap_or_else(|e| panic!("{e}"));
+    let s = g
+        .verify("default", "alice", unit(100), "m1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(s < 0.99, "{s}");
-    g.delete("default", "alice").await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(g.delete("default", "alice").await, Err(GalleryError::SubjectNotFound("alice".into())));
-    assert!(matches!(g.search("nope", unit(1), "m1", 1, 0.0).await, Err(GalleryError::PartitionNotFound(_))));
-    assert!(matches!(g.search("../etc", unit(1), "m1", 1, 0.0).await, Err(GalleryError::InvalidName(_))));
+    g.delete("default", "alice")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        g.delete("default", "alice").await,
+        Err(GalleryError::SubjectNotFound("alice".into()))
+    );
+    assert!(matches!(
+        g.search("nope", unit(1), "m1", 1, 0.0).await,
+        Err(GalleryError::PartitionNotFound(_))
+    ));
+    assert!(matches!(
+        g.search("../etc", unit(1), "m1", 1, 0.0).await,
+        Err(GalleryError::InvalidName(_))
+    ));
 }
 
 async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {

@@ -91,7 +91,7 @@ pub struct PadConfig {
     pub live_class: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MadConfig {
     /// Morphing-attack detector; empty = none configured (the gate passes every image and
@@ -127,7 +127,11 @@ impl Default for PipelineConfig {
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        Self { max_image_bytes: 10 << 20, max_pixels: 40_000_000, max_side: 12_000 }
+        Self {
+            max_image_bytes: 10 << 20,
+            max_pixels: 40_000_000,
+            max_side: 12_000,
+        }
     }
 }
 
@@ -161,13 +165,30 @@ impl Default for RecognizerConfig {
 
 impl Default for QualityConfig {
     fn default() -> Self {
-        Self { file: "qualityface-mnv2.onnx".into(), threshold: 0.25 }
+        Self {
+            file: "qualityface-mnv2.onnx".into(),
+            threshold: 0.22,
+        }
     }
 }
 
 impl Default for PadConfig {
     fn default() -> Self {
-        Self { file: "fr_liveness.onnx".into(), threshold: 0.5, crop_scale: 2.7, live_class: 0 }
+        Self {
+            file: "fr_liveness.onnx".into(),
+            threshold: 0.075,
+            crop_scale: 2.7,
+            live_class: 0,
+        }
+    }
+}
+
+impl Default for MadConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::new(),
+            threshold: 0.5,
+        }
     }
 }
 
@@ -183,32 +204,52 @@ impl PipelineConfig {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(ModelError::Config(format!("{name} = {v} must be within 0..1")))
+                Err(ModelError::Config(format!(
+                    "{name} = {v} must be within 0..1"
+                )))
             }
         };
-        unit("pipeline.detector.score_threshold", self.detector.score_threshold)?;
+        unit(
+            "pipeline.detector.score_threshold",
+            self.detector.score_threshold,
+        )?;
         unit("pipeline.detector.nms_iou", self.detector.nms_iou)?;
-        unit("pipeline.detector.ambiguous_ratio", self.detector.ambiguous_ratio)?;
+        unit(
+            "pipeline.detector.ambiguous_ratio",
+            self.detector.ambiguous_ratio,
+        )?;
         unit("pipeline.quality.threshold", self.quality.threshold)?;
         unit("pipeline.pad.threshold", self.pad.threshold)?;
         unit("pipeline.mad.threshold", self.mad.threshold)?;
         if !(-1.0..=1.0).contains(&self.recognizer.verify_threshold) {
-            return Err(ModelError::Config("pipeline.recognizer.verify_threshold must be within -1..1".into()));
+            return Err(ModelError::Config(
+                "pipeline.recognizer.verify_threshold must be within -1..1".into(),
+            ));
         }
         if self.detector.max_side < 64 {
-            return Err(ModelError::Config("pipeline.detector.max_side must be at least 64".into()));
+            return Err(ModelError::Config(
+                "pipeline.detector.max_side must be at least 64".into(),
+            ));
         }
         if self.recognizer.input_size < 32 || self.recognizer.std == 0.0 {
-            return Err(ModelError::Config("pipeline.recognizer.input_size >= 32 and std != 0 are required".into()));
+            return Err(ModelError::Config(
+                "pipeline.recognizer.input_size >= 32 and std != 0 are required".into(),
+            ));
         }
         if self.recognizer.model_id.is_empty() {
-            return Err(ModelError::Config("pipeline.recognizer.model_id must not be empty".into()));
+            return Err(ModelError::Config(
+                "pipeline.recognizer.model_id must not be empty".into(),
+            ));
         }
         if self.limits.max_pixels == 0 || self.limits.max_image_bytes == 0 {
-            return Err(ModelError::Config("pipeline.limits must be positive".into()));
+            return Err(ModelError::Config(
+                "pipeline.limits must be positive".into(),
+            ));
         }
         if self.pad.crop_scale < 1.0 {
-            return Err(ModelError::Config("pipeline.pad.crop_scale must be at least 1".into()));
+            return Err(ModelError::Config(
+                "pipeline.pad.crop_scale must be at least 1".into(),
+            ));
         }
         Ok(())
     }

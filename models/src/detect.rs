@@ -41,15 +41,23 @@ pub struct RetinaFace {
     cfg: DetectorConfig,
 }
 
-const STRIDES: [(u32, [f32; 2]); 3] = [(8, [16.0, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])];
+const STRIDES: [(u32, [f32; 2]); 3] =
+    [(8, [16.0, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])];
 const MEAN_BGR: [f32; 3] = [104.0, 117.0, 127.0];
 const VARIANCE: [f32; 2] = [0.1, 0.2];
 
 impl RetinaFace {
-    pub fn load(path: &std::path::Path, cfg: &DetectorConfig, intra_threads: usize) -> Result<Self, ModelError> {
+    pub fn load(
+        path: &std::path::Path,
+        cfg: &DetectorConfig,
+        intra_threads: usize,
+    ) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         runtime::expect_input(&session, "detector", &[1, 3, -1, -1])?;
-        Ok(Self { session, cfg: cfg.clone() })
+        Ok(Self {
+            session,
+            cfg: cfg.clone(),
+        })
     }
 }
 
@@ -59,7 +67,10 @@ impl FaceDetector for RetinaFace {
         let scale = (self.cfg.max_side as f32 / w0.max(h0) as f32).min(1.0);
         let resized;
         let input = if scale < 1.0 {
-            let (w, h) = (((w0 as f32 * scale).round() as u32).max(1), ((h0 as f32 * scale).round() as u32).max(1));
+            let (w, h) = (
+                ((w0 as f32 * scale).round() as u32).max(1),
+                ((h0 as f32 * scale).round() as u32).max(1),
+            );
             resized = imageops::resize(image, w, h, imageops::FilterType::Triangle);
             &resized
         } else {
@@ -74,16 +85,25 @@ impl FaceDetector for RetinaFace {
             tensor[[0, 1, y, x]] = f32::from(p[1]) - MEAN_BGR[1];
             tensor[[0, 2, y, x]] = f32::from(p[0]) - MEAN_BGR[2];
         }
-        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
+        let outputs = self
+            .session
+            .run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, loc) = outputs["loc"].try_extract_tensor::<f32>()?;
         let (_, conf) = outputs["conf"].try_extract_tensor::<f32>()?;
         let (_, landm) = outputs["landmarks"].try_extract_tensor::<f32>()?;
 
         let anchors = anchors(w, h);
-        if loc.len() != anchors.len() * 4 || conf.len() != anchors.len() * 2 || landm.len() != anchors.len() * 10 {
+        if loc.len() != anchors.len() * 4
+            || conf.len() != anchors.len() * 2
+            || landm.len() != anchors.len() * 10
+        {
             return Err(ModelError::Shape {
                 model: "detector".into(),
-                reason: format!("{} anchors expected, outputs hold {}", anchors.len(), conf.len() / 2),
+                reason: format!(
+                    "{} anchors expected, outputs hold {}",
+                    anchors.len(),
+                    conf.len() / 2
+                ),
             });
         }
         let inv = 1.0 / scale;
@@ -99,15 +119,28 @@ impl FaceDetector for RetinaFace {
             let bw = a[2] * (l[2] * VARIANCE[1]).exp();
             let bh = a[3] * (l[3] * VARIANCE[1]).exp();
             let (fw, fh) = (w as f32 * inv, h as f32 * inv);
-            let bbox = [(cx - bw / 2.0) * fw, (cy - bh / 2.0) * fh, (cx + bw / 2.0) * fw, (cy + bh / 2.0) * fh];
+            let bbox = [
+                (cx - bw / 2.0) * fw,
+                (cy - bh / 2.0) * fh,
+                (cx + bw / 2.0) * fw,
+                (cy + bh / 2.0) * fh,
+            ];
             let p = &landm[i * 10..i * 10 + 10];
             let mut landmarks = [[0.0; 2]; 5];
             for (k, lm) in landmarks.iter_mut().enumerate() {
                 lm[0] = (a[0] + p[2 * k] * VARIANCE[0] * a[2]) * fw;
                 lm[1] = (a[1] + p[2 * k + 1] * VARIANCE[0] * a[3]) * fh;
             }
-            if bbox.iter().chain(landmarks.iter().flatten()).all(|v| v.is_finite()) {
-                faces.push(Face { bbox, score, landmarks });
+            if bbox
+                .iter()
+                .chain(landmarks.iter().flatten())
+                .all(|v| v.is_finite())
+            {
+                faces.push(Face {
+                    bbox,
+                    score,
+                    landmarks,
+                });
             }
         }
         let mut kept = nms(faces, self.cfg.nms_iou);
@@ -175,7 +208,11 @@ mod tests {
 
     #[test]
     fn nms_keeps_the_best_of_overlapping_boxes() {
-        let face = |x: f32, score: f32| Face { bbox: [x, 0.0, x + 10.0, 10.0], score, landmarks: [[0.0; 2]; 5] };
+        let face = |x: f32, score: f32| Face {
+            bbox: [x, 0.0, x + 10.0, 10.0],
+            score,
+            landmarks: [[0.0; 2]; 5],
+        };
         let kept = nms(vec![face(0.0, 0.9), face(1.0, 0.95), face(50.0, 0.85)], 0.4);
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[0].score, 0.95);

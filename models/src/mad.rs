@@ -37,18 +37,28 @@ impl MorphDetector for OnnxMad {
                 t[[0, c, y as usize, x as usize]] = f32::from(p[c]) / 255.0;
             }
         }
-        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
+        let outputs = self
+            .session
+            .run(ort::inputs![TensorRef::from_array_view(&t)?])?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let score = match out {
             [p] => *p,
             [a, b] if (a + b - 1.0).abs() < 1e-3 && *a >= 0.0 && *b >= 0.0 => *b,
             [a, b] => crate::pad::softmax(&[*a, *b])[1],
-            other => return Err(ModelError::Shape { model: "mad".into(), reason: format!("{} outputs, 1 or 2 expected", other.len()) }),
+            other => {
+                return Err(ModelError::Shape {
+                    model: "mad".into(),
+                    reason: format!("{} outputs, 1 or 2 expected", other.len()),
+                })
+            }
         };
         if score.is_finite() {
             Ok(score.clamp(0.0, 1.0))
         } else {
-            Err(ModelError::Shape { model: "mad".into(), reason: "non-finite score".into() })
+            Err(ModelError::Shape {
+                model: "mad".into(),
+                reason: "non-finite score".into(),
+            })
         }
     }
 }

@@ -47,7 +47,9 @@ pub enum Rejection {
     DecodeFailed(DecodeError),
     #[error("no face was detected in the image")]
     NoFace,
-    #[error("{count} faces of similar size were detected; an enrolment photo must show one person")]
+    #[error(
+        "{count} faces of similar size were detected; an enrolment photo must show one person"
+    )]
     MultipleFaces { count: usize },
     #[error("face quality {score:.2} is below the threshold {threshold:.2}")]
     QualityRejected { score: f32, threshold: f32 },
@@ -70,7 +72,15 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [Stage::Decode, Stage::Detect, Stage::Align, Stage::Pad, Stage::Mad, Stage::Quality, Stage::Embed];
+    pub const ALL: [Stage; 7] = [
+        Stage::Decode,
+        Stage::Detect,
+        Stage::Align,
+        Stage::Pad,
+        Stage::Mad,
+        Stage::Quality,
+        Stage::Embed,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -138,12 +148,22 @@ impl Pipeline {
         let manifest = Manifest::load();
         let mut files = vec![
             manifest::verify(&manifest, "detect", &cfg.path(&cfg.detector.file), "")?,
-            manifest::verify(&manifest, "recognize", &cfg.path(&cfg.recognizer.file), &cfg.recognizer.sha256)?,
+            manifest::verify(
+                &manifest,
+                "recognize",
+                &cfg.path(&cfg.recognizer.file),
+                &cfg.recognizer.sha256,
+            )?,
             manifest::verify(&manifest, "quality", &cfg.path(&cfg.quality.file), "")?,
             manifest::verify(&manifest, "pad", &cfg.path(&cfg.pad.file), "")?,
         ];
         if !cfg.mad.file.as_os_str().is_empty() {
-            files.push(manifest::verify(&manifest, "mad", &cfg.path(&cfg.mad.file), "")?);
+            files.push(manifest::verify(
+                &manifest,
+                "mad",
+                &cfg.path(&cfg.mad.file),
+                "",
+            )?);
         }
         Ok(files)
     }
@@ -158,11 +178,19 @@ impl Pipeline {
             MadGate::Model(Box::new(OnnxMad::load(&cfg.path(&cfg.mad.file), t)?))
         };
         Ok(Self {
-            detector: Box::new(RetinaFace::load(&cfg.path(&cfg.detector.file), &cfg.detector, t)?),
+            detector: Box::new(RetinaFace::load(
+                &cfg.path(&cfg.detector.file),
+                &cfg.detector,
+                t,
+            )?),
             pad: Box::new(OnnxPad::load(&cfg.path(&cfg.pad.file), &cfg.pad, t)?),
             mad,
             quality: Box::new(OnnxQuality::load(&cfg.path(&cfg.quality.file), t)?),
-            recognizer: Box::new(OnnxRecognizer::load(&cfg.path(&cfg.recognizer.file), &cfg.recognizer, t)?),
+            recognizer: Box::new(OnnxRecognizer::load(
+                &cfg.path(&cfg.recognizer.file),
+                &cfg.recognizer,
+                t,
+            )?),
             cfg: cfg.clone(),
         })
     }
@@ -182,13 +210,26 @@ impl Pipeline {
     /// Run every model once on a synthetic image: the warm-up at start and the health
     /// probe. A model that fails reports false; nothing is assumed.
     pub fn probe(&mut self) -> ModelHealth {
-        let image = RgbImage::from_fn(160, 160, |x, y| image::Rgb([(x + y) as u8, 128, (x * 2) as u8]));
+        let image = RgbImage::from_fn(160, 160, |x, y| {
+            image::Rgb([(x + y) as u8, 128, (x * 2) as u8])
+        });
         let face = Face {
             bbox: [40.0, 30.0, 120.0, 130.0],
             score: 1.0,
-            landmarks: [[62.0, 70.0], [98.0, 70.0], [80.0, 90.0], [66.0, 110.0], [94.0, 110.0]],
+            landmarks: [
+                [62.0, 70.0],
+                [98.0, 70.0],
+                [80.0, 90.0],
+                [66.0, 110.0],
+                [94.0, 110.0],
+            ],
         };
-        let aligned = align::align(&image, &face.landmarks, &self.cfg.recognizer.template, self.cfg.recognizer.input_size);
+        let aligned = align::align(
+            &image,
+            &face.landmarks,
+            &self.cfg.recognizer.template,
+            self.cfg.recognizer.input_size,
+        );
         let ok = |r: Result<bool, ModelError>, what: &str| match r {
             Ok(v) => v,
             Err(e) => {
@@ -197,11 +238,24 @@ impl Pipeline {
             }
         };
         let detection = ok(self.detector.detect(&image).map(|_| true), "detection");
-        let pad = ok(self.pad.live_score(&image, &face).map(|s| s.is_finite()), "pad");
+        let pad = ok(
+            self.pad.live_score(&image, &face).map(|s| s.is_finite()),
+            "pad",
+        );
         let (quality, recognition, mad) = match &aligned {
             Some(a) => (
-                ok(self.quality.assess(&image, &face, a).map(|r| r.score.is_finite()), "quality"),
-                ok(self.recognizer.embed(a).map(|v| v.len() == self.recognizer.dim()), "recognition"),
+                ok(
+                    self.quality
+                        .assess(&image, &face, a)
+                        .map(|r| r.score.is_finite()),
+                    "quality",
+                ),
+                ok(
+                    self.recognizer
+                        .embed(a)
+                        .map(|v| v.len() == self.recognizer.dim()),
+                    "recognition",
+                ),
                 match &mut self.mad {
                     MadGate::Model(m) => ok(m.morph_score(a).map(|s| s.is_finite()), "mad"),
                     MadGate::NotConfigured => false,
@@ -209,7 +263,13 @@ impl Pipeline {
             ),
             None => (false, false, false),
         };
-        ModelHealth { detection, recognition, quality, pad, mad }
+        ModelHealth {
+            detection,
+            recognition,
+            quality,
+            pad,
+            mad,
+        }
     }
 
     pub fn mad_configured(&self) -> bool {
@@ -222,17 +282,36 @@ impl Pipeline {
         let decoded = timings.time(Stage::Decode, || decode::decode(bytes, &self.cfg.limits));
         match decoded {
             Ok(image) => self.analyze_image_timed(&image, purpose, timings),
-            Err(e) => Ok(Analysis { outcome: Err(Rejection::DecodeFailed(e)), timings, quality: None, pad: None }),
+            Err(e) => Ok(Analysis {
+                outcome: Err(Rejection::DecodeFailed(e)),
+                timings,
+                quality: None,
+                pad: None,
+            }),
         }
     }
 
     /// Analyse decoded pixels (the evaluation command decodes once and reuses them).
-    pub fn analyze_image(&mut self, image: &RgbImage, purpose: Purpose) -> Result<Analysis, ModelError> {
+    pub fn analyze_image(
+        &mut self,
+        image: &RgbImage,
+        purpose: Purpose,
+    ) -> Result<Analysis, ModelError> {
         self.analyze_image_timed(image, purpose, StageTimings::default())
     }
 
-    fn analyze_image_timed(&mut self, image: &RgbImage, purpose: Purpose, mut timings: StageTimings) -> Result<Analysis, ModelError> {
-        let mut analysis = Analysis { outcome: Err(Rejection::NoFace), timings: StageTimings::default(), quality: None, pad: None };
+    fn analyze_image_timed(
+        &mut self,
+        image: &RgbImage,
+        purpose: Purpose,
+        mut timings: StageTimings,
+    ) -> Result<Analysis, ModelError> {
+        let mut analysis = Analysis {
+            outcome: Err(Rejection::NoFace),
+            timings: StageTimings::default(),
+            quality: None,
+            pad: None,
+        };
         let outcome = self.gates(image, purpose, &mut timings, &mut analysis);
         analysis.timings = timings;
         analysis.outcome = match outcome {
@@ -244,26 +323,40 @@ impl Pipeline {
     }
 
     /// The gates in order; the outer error is the service's, the inner the image's.
-    fn gates(&mut self, image: &RgbImage, purpose: Purpose, t: &mut StageTimings, seen: &mut Analysis) -> Result<Result<FaceTemplate, Rejection>, ModelError> {
+    fn gates(
+        &mut self,
+        image: &RgbImage,
+        purpose: Purpose,
+        t: &mut StageTimings,
+        seen: &mut Analysis,
+    ) -> Result<Result<FaceTemplate, Rejection>, ModelError> {
         let faces = t.time(Stage::Detect, || self.detector.detect(image))?;
         let Some(face) = faces.first().cloned() else {
             return Ok(Err(Rejection::NoFace));
         };
         if purpose == Purpose::Enrol {
-            let similar = faces.iter().filter(|f| f.size() >= self.cfg.detector.ambiguous_ratio * face.size()).count();
+            let similar = faces
+                .iter()
+                .filter(|f| f.size() >= self.cfg.detector.ambiguous_ratio * face.size())
+                .count();
             if similar > 1 {
                 return Ok(Err(Rejection::MultipleFaces { count: similar }));
             }
         }
         let rc = &self.cfg.recognizer;
-        let Some(aligned): Option<AlignedFace> = t.time(Stage::Align, || align::align(image, &face.landmarks, &rc.template, rc.input_size)) else {
+        let Some(aligned): Option<AlignedFace> = t.time(Stage::Align, || {
+            align::align(image, &face.landmarks, &rc.template, rc.input_size)
+        }) else {
             return Ok(Err(Rejection::NoFace));
         };
 
         let live = t.time(Stage::Pad, || self.pad.live_score(image, &face))?;
         seen.pad = Some(live);
         if live < self.cfg.pad.threshold {
-            return Ok(Err(Rejection::SpoofDetected { score: live, threshold: self.cfg.pad.threshold }));
+            return Ok(Err(Rejection::SpoofDetected {
+                score: live,
+                threshold: self.cfg.pad.threshold,
+            }));
         }
 
         let mut mad = None;
@@ -272,18 +365,33 @@ impl Pipeline {
                 let score = t.time(Stage::Mad, || detector.morph_score(&aligned))?;
                 mad = Some(score);
                 if score >= self.cfg.mad.threshold {
-                    return Ok(Err(Rejection::MorphDetected { score, threshold: self.cfg.mad.threshold }));
+                    return Ok(Err(Rejection::MorphDetected {
+                        score,
+                        threshold: self.cfg.mad.threshold,
+                    }));
                 }
             }
         }
 
-        let report = t.time(Stage::Quality, || self.quality.assess(image, &face, &aligned))?;
+        let report = t.time(Stage::Quality, || {
+            self.quality.assess(image, &face, &aligned)
+        })?;
         seen.quality = Some(report);
         if report.score < self.cfg.quality.threshold {
-            return Ok(Err(Rejection::QualityRejected { score: report.score, threshold: self.cfg.quality.threshold }));
+            return Ok(Err(Rejection::QualityRejected {
+                score: report.score,
+                threshold: self.cfg.quality.threshold,
+            }));
         }
 
         let vector = t.time(Stage::Embed, || self.recognizer.embed(&aligned))?;
-        Ok(Ok(FaceTemplate { vector, model_id: self.recognizer.model_id().to_string(), quality: report.score, pad: live, mad, face }))
+        Ok(Ok(FaceTemplate {
+            vector,
+            model_id: self.recognizer.model_id().to_string(),
+            quality: report.score,
+            pad: live,
+            mad,
+            face,
+        }))
     }
 }

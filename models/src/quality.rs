@@ -39,7 +39,12 @@ pub struct QualityReport {
 }
 
 pub trait QualityAssessor: Send {
-    fn assess(&mut self, image: &RgbImage, face: &Face, aligned: &AlignedFace) -> Result<QualityReport, ModelError>;
+    fn assess(
+        &mut self,
+        image: &RgbImage,
+        face: &Face,
+        aligned: &AlignedFace,
+    ) -> Result<QualityReport, ModelError>;
 }
 
 pub struct OnnxQuality {
@@ -71,19 +76,29 @@ impl OnnxQuality {
                 tensor[[0, c, y as usize, x as usize]] = (f32::from(p[c]) / 255.0 - 0.5) / 0.5;
             }
         }
-        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
+        let outputs = self
+            .session
+            .run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let v = out.first().copied().unwrap_or(f32::NAN);
         if v.is_finite() {
             Ok(v.clamp(0.0, 1.0))
         } else {
-            Err(ModelError::Shape { model: "quality".into(), reason: "no finite output".into() })
+            Err(ModelError::Shape {
+                model: "quality".into(),
+                reason: "no finite output".into(),
+            })
         }
     }
 }
 
 impl QualityAssessor for OnnxQuality {
-    fn assess(&mut self, image: &RgbImage, face: &Face, aligned: &AlignedFace) -> Result<QualityReport, ModelError> {
+    fn assess(
+        &mut self,
+        image: &RgbImage,
+        face: &Face,
+        aligned: &AlignedFace,
+    ) -> Result<QualityReport, ModelError> {
         let mut report = measures(face, aligned);
         report.net = self.net(image, face)?;
         report.score = combine(&report);
@@ -101,7 +116,9 @@ pub fn combine(r: &QualityReport) -> f32 {
     let f_roll = 1.0 - ramp(r.roll_deg.abs(), 25.0, 50.0);
     let f_yaw = 1.0 - ramp(r.yaw_ratio.abs(), 0.35, 0.7);
     let f_sharp = ramp(r.sharpness, 4.0, 25.0);
-    let f_exp = ramp(r.luminance_mean, 25.0, 60.0) * (1.0 - ramp(r.luminance_mean, 205.0, 245.0)) * ramp(r.luminance_std, 6.0, 18.0);
+    let f_exp = ramp(r.luminance_mean, 25.0, 60.0)
+        * (1.0 - ramp(r.luminance_mean, 205.0, 245.0))
+        * ramp(r.luminance_std, 6.0, 18.0);
     (r.net * f_res * f_roll * f_yaw * f_sharp * f_exp).clamp(0.0, 1.0)
 }
 
@@ -131,14 +148,23 @@ pub fn measures(face: &Face, aligned: &AlignedFace) -> QualityReport {
             sum2 += g * g;
             n += 1.0;
             if x > 0 && y > 0 && x + 1 < w && y + 1 < h {
-                let lap = f64::from(grey(x - 1, y) + grey(x + 1, y) + grey(x, y - 1) + grey(x, y + 1) - 4.0 * grey(x, y));
+                let lap = f64::from(
+                    grey(x - 1, y) + grey(x + 1, y) + grey(x, y - 1) + grey(x, y + 1)
+                        - 4.0 * grey(x, y),
+                );
                 lsum += lap;
                 lsum2 += lap * lap;
                 ln += 1.0;
             }
         }
     }
-    let var = |s: f64, s2: f64, n: f64| if n > 0.0 { (s2 / n - (s / n).powi(2)).max(0.0) } else { 0.0 };
+    let var = |s: f64, s2: f64, n: f64| {
+        if n > 0.0 {
+            (s2 / n - (s / n).powi(2)).max(0.0)
+        } else {
+            0.0
+        }
+    };
     QualityReport {
         score: 0.0,
         net: 0.0,
@@ -156,7 +182,16 @@ mod tests {
     use super::*;
 
     fn good() -> QualityReport {
-        QualityReport { score: 0.0, net: 0.9, inter_eye_px: 40.0, roll_deg: 3.0, yaw_ratio: 0.05, sharpness: 60.0, luminance_mean: 120.0, luminance_std: 40.0 }
+        QualityReport {
+            score: 0.0,
+            net: 0.9,
+            inter_eye_px: 40.0,
+            roll_deg: 3.0,
+            yaw_ratio: 0.05,
+            sharpness: 60.0,
+            luminance_mean: 120.0,
+            luminance_std: 40.0,
+        }
     }
 
     #[test]
@@ -167,13 +202,34 @@ mod tests {
     #[test]
     fn each_defect_lowers_the_score() {
         let defects = [
-            QualityReport { inter_eye_px: 10.0, ..good() },
-            QualityReport { roll_deg: -40.0, ..good() },
-            QualityReport { yaw_ratio: 0.6, ..good() },
-            QualityReport { sharpness: 6.0, ..good() },
-            QualityReport { luminance_mean: 15.0, ..good() },
-            QualityReport { luminance_mean: 250.0, ..good() },
-            QualityReport { luminance_std: 3.0, ..good() },
+            QualityReport {
+                inter_eye_px: 10.0,
+                ..good()
+            },
+            QualityReport {
+                roll_deg: -40.0,
+                ..good()
+            },
+            QualityReport {
+                yaw_ratio: 0.6,
+                ..good()
+            },
+            QualityReport {
+                sharpness: 6.0,
+                ..good()
+            },
+            QualityReport {
+                luminance_mean: 15.0,
+                ..good()
+            },
+            QualityReport {
+                luminance_mean: 250.0,
+                ..good()
+            },
+            QualityReport {
+                luminance_std: 3.0,
+                ..good()
+            },
         ];
         for d in defects {
             assert!(combine(&d) < 0.5, "{d:?} scored {}", combine(&d));

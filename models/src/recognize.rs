@@ -21,7 +21,11 @@ pub struct OnnxRecognizer {
 }
 
 impl OnnxRecognizer {
-    pub fn load(path: &std::path::Path, cfg: &RecognizerConfig, intra_threads: usize) -> Result<Self, ModelError> {
+    pub fn load(
+        path: &std::path::Path,
+        cfg: &RecognizerConfig,
+        intra_threads: usize,
+    ) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         let s = i64::from(cfg.input_size);
         runtime::expect_input(&session, "recognizer", &[-1, 3, s, s])?;
@@ -31,8 +35,15 @@ impl OnnxRecognizer {
             .and_then(|o| o.dtype().tensor_shape())
             .and_then(|shape| shape.last().copied())
             .filter(|d| *d > 0)
-            .ok_or_else(|| ModelError::Shape { model: "recognizer".into(), reason: "output has no fixed embedding size".into() })?;
-        Ok(Self { session, cfg: cfg.clone(), dim: dim as usize })
+            .ok_or_else(|| ModelError::Shape {
+                model: "recognizer".into(),
+                reason: "output has no fixed embedding size".into(),
+            })?;
+        Ok(Self {
+            session,
+            cfg: cfg.clone(),
+            dim: dim as usize,
+        })
     }
 }
 
@@ -54,18 +65,30 @@ impl Recognizer for OnnxRecognizer {
                 tensor[[0, c, y as usize, x as usize]] = (f32::from(p[c]) - mean) * inv_std;
             }
         }
-        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
+        let outputs = self
+            .session
+            .run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
         if raw.len() != self.dim {
-            return Err(ModelError::Shape { model: "recognizer".into(), reason: format!("{} values out, {} expected", raw.len(), self.dim) });
+            return Err(ModelError::Shape {
+                model: "recognizer".into(),
+                reason: format!("{} values out, {} expected", raw.len(), self.dim),
+            });
         }
-        l2_normalised(raw).ok_or_else(|| ModelError::Shape { model: "recognizer".into(), reason: "zero or non-finite embedding".into() })
+        l2_normalised(raw).ok_or_else(|| ModelError::Shape {
+            model: "recognizer".into(),
+            reason: "zero or non-finite embedding".into(),
+        })
     }
 }
 
 /// `v / |v|`, or `None` for a zero or non-finite vector (never stored).
 pub fn l2_normalised(v: &[f32]) -> Option<Vec<f32>> {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if !(norm.is_finite() && norm > 1e-12) {
         return None;
     }

@@ -48,11 +48,31 @@ pub fn init(library: &Path, provider: &str) -> Result<RuntimeInfo, ModelError> {
     })?;
     let env = builder.with_name("facegate").build()?;
     let info = RuntimeInfo {
-        version: build_version(ort::info()),
+        version: library_version(library).unwrap_or_else(|| build_version(ort::info())),
         provider: "CPUExecutionProvider".into(),
         library: library.display().to_string(),
     };
     Ok(RUNTIME.get_or_init(|| (info, env)).0.clone())
+}
+
+/// The version the library itself reports (`OrtGetApiBase()->GetVersionString()`).
+fn library_version(library: &Path) -> Option<String> {
+    // SAFETY: the library was just loaded successfully by ort from the same path; these
+    // are the C API's documented entry points, called with no arguments.
+    unsafe {
+        let lib = libloading::Library::new(library).ok()?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").ok()?;
+        let base = get_base();
+        if base.is_null() {
+            return None;
+        }
+        let v = ((*base).GetVersionString)();
+        if v.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+    }
 }
 
 /// The version from ORT's build info string ("... git-branch=rel-1.31.1, ...").
@@ -82,7 +102,9 @@ pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError>
         reason: format!("ONNX Runtime cannot load it: {e}"),
     };
     let Some((_, env)) = RUNTIME.get() else {
-        return Err(ModelError::Runtime("ONNX Runtime is not initialised (runtime::init)".into()));
+        return Err(ModelError::Runtime(
+            "ONNX Runtime is not initialised (runtime::init)".into(),
+        ));
     };
     Session::builder(env)
         .map_err(ModelError::from)?
@@ -109,7 +131,11 @@ pub fn input_shape(session: &Session) -> Vec<i64> {
 /// Refuse a model whose fixed input dimensions differ from what its role feeds it.
 pub fn expect_input(session: &Session, model: &str, want: &[i64]) -> Result<(), ModelError> {
     let got = input_shape(session);
-    let fits = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *g < 0 || *w < 0 || g == w);
+    let fits = got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(g, w)| *g < 0 || *w < 0 || g == w);
     if fits {
         Ok(())
     } else {

@@ -37,7 +37,13 @@ impl GalleryIndex {
         let index = index_factory(dim as u32, "IDMap2,Flat", MetricType::InnerProduct)?
             .into_id_map()?
             .try_cast_inner_index::<FlatIndexImpl>()?;
-        Ok(Self { index, dim, subject_of: HashMap::new(), ids_of: HashMap::new(), tombstones: HashSet::new() })
+        Ok(Self {
+            index,
+            dim,
+            subject_of: HashMap::new(),
+            ids_of: HashMap::new(),
+            tombstones: HashSet::new(),
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -105,7 +111,11 @@ impl GalleryIndex {
         if self.tombstones.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Idx> = self.tombstones.iter().map(|id| Idx::new(*id as u64)).collect();
+        let ids: Vec<Idx> = self
+            .tombstones
+            .iter()
+            .map(|id| Idx::new(*id as u64))
+            .collect();
         self.index.remove_ids(&IdSelector::batch(&ids)?)?;
         self.tombstones.clear();
         Ok(())
@@ -113,7 +123,13 @@ impl GalleryIndex {
 
     /// The best `top_k` subjects (each once, by its best template) scoring at least
     /// `min_score`, best first.
-    pub fn search(&self, query: &[f32], top_k: usize, min_score: f32, max_per_subject: usize) -> faiss::error::Result<Vec<Candidate>> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        min_score: f32,
+        max_per_subject: usize,
+    ) -> faiss::error::Result<Vec<Candidate>> {
         let total = self.index.ntotal() as usize;
         if total == 0 || top_k == 0 {
             return Ok(Vec::new());
@@ -125,13 +141,20 @@ impl GalleryIndex {
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(top_k);
         for (label, score) in result.labels.iter().zip(&result.distances) {
-            let Some(id) = label.get().map(|v| v as i64) else { continue };
+            let Some(id) = label.get().map(|v| v as i64) else {
+                continue;
+            };
             if *score < min_score {
                 break; // results are sorted by score
             }
-            let Some(subject) = self.subject_of.get(&id) else { continue }; // tombstoned
+            let Some(subject) = self.subject_of.get(&id) else {
+                continue;
+            }; // tombstoned
             if seen.insert(subject.clone()) {
-                out.push(Candidate { subject_id: subject.to_string(), score: *score });
+                out.push(Candidate {
+                    subject_id: subject.to_string(),
+                    score: *score,
+                });
                 if out.len() == top_k {
                     break;
                 }
@@ -142,7 +165,9 @@ impl GalleryIndex {
 
     /// The subject's best score against `query`, or None if the subject is unknown.
     pub fn best_score(&self, subject: &str, query: &[f32]) -> faiss::error::Result<Option<f32>> {
-        let Some(ids) = self.ids_of.get(subject) else { return Ok(None) };
+        let Some(ids) = self.ids_of.get(subject) else {
+            return Ok(None);
+        };
         let mut buf = vec![0f32; self.dim];
         let mut best: Option<f32> = None;
         for id in ids {
@@ -179,7 +204,9 @@ mod tests {
     use super::*;
 
     fn unit(seed: u32, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim).map(|i| ((seed as f32 * 12.9898 + i as f32 * 78.233).sin() * 43758.547).fract()).collect();
+        let v: Vec<f32> = (0..dim)
+            .map(|i| ((seed as f32 * 12.9898 + i as f32 * 78.233).sin() * 43758.547).fract())
+            .collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.iter().map(|x| x / n).collect()
     }
@@ -187,36 +214,64 @@ mod tests {
     #[test]
     fn search_returns_each_subject_once_by_its_best_template() {
         let mut idx = GalleryIndex::new(16).unwrap_or_else(|e| panic!("{e}"));
-        let rows: Vec<_> = (0..20).map(|i| (i as i64 + 1, format!("s{}", i % 5), unit(i, 16))).collect();
+        let rows: Vec<_> = (0..20)
+            .map(|i| (i as i64 + 1, format!("s{}", i % 5), unit(i, 16)))
+            .collect();
         idx.add(&rows).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((idx.subjects(), idx.templates()), (5, 20));
-        let hits = idx.search(&unit(7, 16), 3, -1.0, 10).unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx
+            .search(&unit(7, 16), 3, -1.0, 10)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits.len(), 3);
         assert_eq!(hits[0].subject_id, "s2");
         assert!((hits[0].score - 1.0).abs() < 1e-5);
         let subjects: HashSet<_> = hits.iter().map(|c| c.subject_id.clone()).collect();
         assert_eq!(subjects.len(), 3);
         assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
-        assert!((idx.best_score("s2", &unit(7, 16)).ok().flatten().unwrap_or(0.0) - 1.0).abs() < 1e-5);
+        assert!(
+            (idx.best_score("s2", &unit(7, 16))
+                .ok()
+                .flatten()
+                .unwrap_or(0.0)
+                - 1.0)
+                .abs()
+                < 1e-5
+        );
     }
 
     #[test]
     fn removed_templates_are_never_returned_before_or_after_compaction() {
         let mut idx = GalleryIndex::new(8).unwrap_or_else(|e| panic!("{e}"));
-        idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))]).unwrap_or_else(|e| panic!("{e}"));
+        idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))])
+            .unwrap_or_else(|e| panic!("{e}"));
         idx.remove(&[1]).unwrap_or_else(|e| panic!("{e}"));
-        let hits = idx.search(&unit(1, 8), 5, -1.0, 1).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(hits.iter().map(|c| c.subject_id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        let hits = idx
+            .search(&unit(1, 8), 5, -1.0, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            hits.iter()
+                .map(|c| c.subject_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b"]
+        );
         idx.compact().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(idx.search(&unit(1, 8), 5, -1.0, 1).map(|h| h.len()).unwrap_or(0), 1);
+        assert_eq!(
+            idx.search(&unit(1, 8), 5, -1.0, 1)
+                .map(|h| h.len())
+                .unwrap_or(0),
+            1
+        );
         assert_eq!(idx.best_score("a", &unit(1, 8)).ok().flatten(), None);
     }
 
     #[test]
     fn min_score_cuts_the_list() {
         let mut idx = GalleryIndex::new(8).unwrap_or_else(|e| panic!("{e}"));
-        idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))]).unwrap_or_else(|e| panic!("{e}"));
-        let hits = idx.search(&unit(1, 8), 5, 0.99, 1).unwrap_or_else(|e| panic!("{e}"));
+        idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx
+            .search(&unit(1, 8), 5, 0.99, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits.len(), 1);
     }
 }

@@ -52,7 +52,12 @@ struct Loaded {
 
 impl Shared {
     fn new(partition: String, max_per_subject: usize) -> Self {
-        Self { partition, state: RwLock::new(None), status: AtomicU8::new(1), max_per_subject }
+        Self {
+            partition,
+            state: RwLock::new(None),
+            status: AtomicU8::new(1),
+            max_per_subject,
+        }
     }
 
     pub fn status(&self) -> PartitionStatus {
@@ -72,7 +77,10 @@ impl Shared {
         self.status.store(v, Ordering::Release);
     }
 
-    fn with_loaded<T>(&self, f: impl FnOnce(&Loaded) -> Result<T, GalleryError>) -> Result<T, GalleryError> {
+    fn with_loaded<T>(
+        &self,
+        f: impl FnOnce(&Loaded) -> Result<T, GalleryError>,
+    ) -> Result<T, GalleryError> {
         let guard = self.state.read();
         match (&*guard, self.status()) {
             (Some(loaded), PartitionStatus::Ready) => f(loaded),
@@ -92,22 +100,38 @@ impl Shared {
     }
 
     fn index_err(&self, e: faiss::error::Error) -> GalleryError {
-        GalleryError::Index { partition: self.partition.clone(), detail: e.to_string() }
+        GalleryError::Index {
+            partition: self.partition.clone(),
+            detail: e.to_string(),
+        }
     }
 
     /// 1:N search; runs on the caller's thread under a read lock.
-    pub fn search(&self, query: &[f32], model_id: &str, top_k: usize, min_score: f32) -> Result<Vec<Candidate>, GalleryError> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        model_id: &str,
+        top_k: usize,
+        min_score: f32,
+    ) -> Result<Vec<Candidate>, GalleryError> {
         self.with_loaded(|l| {
             self.check_model(l, model_id)?;
             if query.len() != l.index.dim() {
                 return Ok(Vec::new());
             }
-            l.index.search(query, top_k, min_score, self.max_per_subject).map_err(|e| self.index_err(e))
+            l.index
+                .search(query, top_k, min_score, self.max_per_subject)
+                .map_err(|e| self.index_err(e))
         })
     }
 
     /// 1:1: the subject's best score against `query`.
-    pub fn verify(&self, subject: &str, query: &[f32], model_id: &str) -> Result<f32, GalleryError> {
+    pub fn verify(
+        &self,
+        subject: &str,
+        query: &[f32],
+        model_id: &str,
+    ) -> Result<f32, GalleryError> {
         self.with_loaded(|l| {
             self.check_model(l, model_id)?;
             l.index
@@ -123,7 +147,10 @@ impl Shared {
 
     /// Subjects and templates, when loaded.
     pub fn counts(&self) -> Option<(usize, usize)> {
-        self.state.read().as_ref().map(|l| (l.index.subjects(), l.index.templates()))
+        self.state
+            .read()
+            .as_ref()
+            .map(|l| (l.index.subjects(), l.index.templates()))
     }
 
     pub fn probe(&self) -> bool {
@@ -144,15 +171,29 @@ pub struct GalleryActor {
 }
 
 impl GalleryActor {
-    pub fn new(dir: PathBuf, partition: String, dim: usize, max_per_subject: usize) -> (Self, Arc<Shared>) {
+    pub fn new(
+        dir: PathBuf,
+        partition: String,
+        dim: usize,
+        max_per_subject: usize,
+    ) -> (Self, Arc<Shared>) {
         let shared = Arc::new(Shared::new(partition, max_per_subject));
-        let actor = Self { dir, dim, max_per_subject, shared: shared.clone(), store: None, pending: Vec::new(), flush_scheduled: false };
+        let actor = Self {
+            dir,
+            dim,
+            max_per_subject,
+            shared: shared.clone(),
+            store: None,
+            pending: Vec::new(),
+            flush_scheduled: false,
+        };
         (actor, shared)
     }
 
     /// Open the store and rebuild the index from it (the store is the truth).
     fn load(&mut self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
         let store = Store::open(&self.dir, self.max_per_subject).map_err(|e| e.to_string())?;
         let model_id = store.model_id().map_err(|e| e.to_string())?;
         let mut index = GalleryIndex::new(self.dim).map_err(|e| e.to_string())?;
@@ -202,12 +243,25 @@ impl GalleryActor {
         let loaded = guard.as_mut().ok_or("index not loaded")?;
         for (w, a) in writes.iter().zip(&applied) {
             match (w, a) {
-                (Write::Enrol { subject, vector, model_id, .. }, Applied::Enrolled { id, evicted }) => {
+                (
+                    Write::Enrol {
+                        subject,
+                        vector,
+                        model_id,
+                        ..
+                    },
+                    Applied::Enrolled { id, evicted },
+                ) => {
                     loaded.index.remove(evicted).map_err(|e| e.to_string())?;
-                    loaded.index.add(&[(*id, subject.clone(), vector.clone())]).map_err(|e| e.to_string())?;
+                    loaded
+                        .index
+                        .add(&[(*id, subject.clone(), vector.clone())])
+                        .map_err(|e| e.to_string())?;
                     loaded.model_id.get_or_insert_with(|| model_id.clone());
                 }
-                (_, Applied::Deleted { ids }) => loaded.index.remove(ids).map_err(|e| e.to_string())?,
+                (_, Applied::Deleted { ids }) => {
+                    loaded.index.remove(ids).map_err(|e| e.to_string())?
+                }
                 _ => {}
             }
         }
@@ -219,7 +273,8 @@ impl GalleryActor {
         if self.pending.is_empty() {
             return;
         }
-        let (writes, replies): (Vec<Write>, Vec<Reply>) = std::mem::take(&mut self.pending).into_iter().unzip();
+        let (writes, replies): (Vec<Write>, Vec<Reply>) =
+            std::mem::take(&mut self.pending).into_iter().unzip();
         let outcome = catch_unwind(AssertUnwindSafe(|| self.commit(&writes)));
         match outcome {
             Ok(Ok(applied)) => {
@@ -234,7 +289,10 @@ impl GalleryActor {
                 };
                 tracing::error!(partition = %self.shared.partition, error = %detail, "write batch failed; restarting the partition");
                 for reply in replies {
-                    let _ = reply.send(Err(GalleryError::Storage { partition: self.shared.partition.clone(), detail: "write failed; the partition is restarting".into() }));
+                    let _ = reply.send(Err(GalleryError::Storage {
+                        partition: self.shared.partition.clone(),
+                        detail: "write failed; the partition is restarting".into(),
+                    }));
                 }
                 ctx.stop(); // the Supervisor restarts us and `started` reloads from the store
             }
@@ -265,7 +323,9 @@ impl Supervised for GalleryActor {
         self.store = None;
         *self.shared.state.write() = None;
         for (_, reply) in self.pending.drain(..) {
-            let _ = reply.send(Err(GalleryError::Unavailable(self.shared.partition.clone())));
+            let _ = reply.send(Err(GalleryError::Unavailable(
+                self.shared.partition.clone(),
+            )));
         }
         self.flush_scheduled = false;
     }
@@ -293,7 +353,10 @@ impl Handler<WriteMsg> for GalleryActor {
             self.flush_scheduled = true;
             ctx.notify(Flush);
         }
-        Box::pin(async move { rx.await.unwrap_or(Err(GalleryError::Unavailable(partition))) })
+        Box::pin(async move {
+            rx.await
+                .unwrap_or(Err(GalleryError::Unavailable(partition)))
+        })
     }
 }
 

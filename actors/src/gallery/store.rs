@@ -14,8 +14,15 @@ pub const FILE_NAME: &str = "templates.sqlite";
 /// One write of a batch, in mailbox order.
 #[derive(Debug, Clone)]
 pub enum Write {
-    Enrol { subject: String, vector: Vec<f32>, model_id: String, quality: f32 },
-    Delete { subject: String },
+    Enrol {
+        subject: String,
+        vector: Vec<f32>,
+        model_id: String,
+        quality: f32,
+    },
+    Delete {
+        subject: String,
+    },
 }
 
 /// What a write did, for the in-memory index and the caller.
@@ -56,21 +63,34 @@ impl Store {
                  created_at INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS templates_subject ON templates(subject_id);",
         )?;
-        Ok(Self { conn, max_templates: max_templates.max(1) })
+        Ok(Self {
+            conn,
+            max_templates: max_templates.max(1),
+        })
     }
 
     /// The recognizer whose templates this partition holds (set by its first enrolment).
     pub fn model_id(&self) -> rusqlite::Result<Option<String>> {
-        self.conn.query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| r.get(0)).optional()
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()
     }
 
     /// Every template, for rebuilding the index.
     pub fn for_each(&self, mut f: impl FnMut(Row)) -> rusqlite::Result<()> {
-        let mut stmt = self.conn.prepare("SELECT id, subject_id, vector FROM templates ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, subject_id, vector FROM templates ORDER BY id")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let blob: Vec<u8> = r.get(2)?;
-            f(Row { id: r.get(0)?, subject: r.get(1)?, vector: from_bytes(&blob) });
+            f(Row {
+                id: r.get(0)?,
+                subject: r.get(1)?,
+                vector: from_bytes(&blob),
+            });
         }
         Ok(())
     }
@@ -79,25 +99,43 @@ impl Store {
     pub fn apply(&mut self, batch: &[Write]) -> rusqlite::Result<Vec<Applied>> {
         let max = self.max_templates;
         let tx = self.conn.transaction()?;
-        let mut model: Option<String> = tx.query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| r.get(0)).optional()?;
+        let mut model: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
         let mut out = Vec::with_capacity(batch.len());
         for w in batch {
             match w {
-                Write::Enrol { subject, vector, model_id, quality } => {
+                Write::Enrol {
+                    subject,
+                    vector,
+                    model_id,
+                    quality,
+                } => {
                     match &model {
                         Some(stored) if stored != model_id => {
-                            out.push(Applied::ModelMismatch { stored: stored.clone() });
+                            out.push(Applied::ModelMismatch {
+                                stored: stored.clone(),
+                            });
                             continue;
                         }
                         Some(_) => {}
                         None => {
-                            tx.execute("INSERT INTO meta (key, value) VALUES ('model_id', ?1)", params![model_id])?;
+                            tx.execute(
+                                "INSERT INTO meta (key, value) VALUES ('model_id', ?1)",
+                                params![model_id],
+                            )?;
                             model = Some(model_id.clone());
                         }
                     }
                     // Keep at most `max` templates per subject: the oldest make room.
-                    let mut stmt = tx.prepare_cached("SELECT id FROM templates WHERE subject_id = ?1 ORDER BY id")?;
-                    let existing: Vec<i64> = stmt.query_map(params![subject], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT id FROM templates WHERE subject_id = ?1 ORDER BY id",
+                    )?;
+                    let existing: Vec<i64> = stmt
+                        .query_map(params![subject], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
                     let excess = (existing.len() + 1).saturating_sub(max);
                     let evicted: Vec<i64> = existing.into_iter().take(excess).collect();
                     for id in &evicted {
@@ -107,12 +145,23 @@ impl Store {
                         "INSERT INTO templates (subject_id, vector, model_id, quality, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![subject, to_bytes(vector), model_id, f64::from(*quality), now_unix()],
                     )?;
-                    out.push(Applied::Enrolled { id: tx.last_insert_rowid(), evicted });
+                    out.push(Applied::Enrolled {
+                        id: tx.last_insert_rowid(),
+                        evicted,
+                    });
                 }
                 Write::Delete { subject } => {
-                    let mut stmt = tx.prepare_cached("DELETE FROM templates WHERE subject_id = ?1 RETURNING id")?;
-                    let ids: Vec<i64> = stmt.query_map(params![subject], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                    out.push(if ids.is_empty() { Applied::NotFound } else { Applied::Deleted { ids } });
+                    let mut stmt = tx.prepare_cached(
+                        "DELETE FROM templates WHERE subject_id = ?1 RETURNING id",
+                    )?;
+                    let ids: Vec<i64> = stmt
+                        .query_map(params![subject], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    out.push(if ids.is_empty() {
+                        Applied::NotFound
+                    } else {
+                        Applied::Deleted { ids }
+                    });
                 }
             }
         }
@@ -122,7 +171,10 @@ impl Store {
 }
 
 fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn to_bytes(v: &[f32]) -> Vec<u8> {
@@ -130,7 +182,9 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,7 +192,12 @@ mod tests {
     use super::*;
 
     fn enrol(subject: &str, model: &str) -> Write {
-        Write::Enrol { subject: subject.into(), vector: vec![0.6, 0.8], model_id: model.into(), quality: 0.9 }
+        Write::Enrol {
+            subject: subject.into(),
+            vector: vec![0.6, 0.8],
+            model_id: model.into(),
+            quality: 0.9,
+        }
     }
 
     #[test]
@@ -146,17 +205,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         {
             let mut s = Store::open(dir.path(), 2).unwrap_or_else(|e| panic!("{e}"));
-            let out = s.apply(&[enrol("a", "m"), enrol("a", "m"), enrol("a", "m"), enrol("b", "x")]).unwrap_or_else(|e| panic!("{e}"));
+            let out = s
+                .apply(&[
+                    enrol("a", "m"),
+                    enrol("a", "m"),
+                    enrol("a", "m"),
+                    enrol("b", "x"),
+                ])
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(matches!(&out[2], Applied::Enrolled { evicted, .. } if evicted.len() == 1));
             assert_eq!(out[3], Applied::ModelMismatch { stored: "m".into() });
         }
         let mut s = Store::open(dir.path(), 2).unwrap_or_else(|e| panic!("{e}"));
         let mut rows = Vec::new();
-        s.for_each(|r| rows.push((r.subject, r.vector))).unwrap_or_else(|e| panic!("{e}"));
+        s.for_each(|r| rows.push((r.subject, r.vector)))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].1, vec![0.6, 0.8]);
         assert_eq!(s.model_id().ok().flatten().as_deref(), Some("m"));
-        let out = s.apply(&[Write::Delete { subject: "a".into() }, Write::Delete { subject: "a".into() }]).unwrap_or_else(|e| panic!("{e}"));
+        let out = s
+            .apply(&[
+                Write::Delete {
+                    subject: "a".into(),
+                },
+                Write::Delete {
+                    subject: "a".into(),
+                },
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(&out[0], Applied::Deleted { ids } if ids.len() == 2));
         assert_eq!(out[1], Applied::NotFound);
     }

@@ -1,0 +1,266 @@
+//! Configuration: compiled-in defaults <- config/default.toml <- the file given by
+//! `--config` <- environment (`FACEGATE__SECTION__KEY`). A bad value stops start-up with a
+//! message naming the option.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use facegate_actors::{GalleryConfig, PoolConfig};
+use facegate_models::PipelineConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub runtime: RuntimeConfig,
+    pub pool: PoolConfig,
+    pub pipeline: PipelineConfig,
+    pub gallery: GalleryConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Without API keys the server binds to loopback only, unless this is true.
+    pub allow_remote_without_keys: bool,
+    /// HTTP worker threads; 0 = one per core.
+    pub http_workers: usize,
+    /// Largest request body accepted (base64 makes an image 4/3 larger).
+    pub max_body_bytes: usize,
+    /// A biometric request still unanswered after this many seconds gets 503.
+    pub request_timeout_secs: u64,
+    pub default_top_k: usize,
+    pub max_top_k: usize,
+    /// Log lines as JSON objects instead of text.
+    pub json_logs: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The ONNX Runtime shared library (from the PyPI onnxruntime wheel; models/fetch.py).
+    pub onnxruntime: PathBuf,
+    /// Execution provider: "cpu".
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// No keys: every request is allowed (and the server stays on loopback).
+    pub keys: Vec<ApiKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// A name for logs; the key itself is never logged.
+    pub name: String,
+    pub key: String,
+    /// Partitions this key may use; "*" = all.
+    pub partitions: Vec<String>,
+    /// "search" (search, verify), "enrol" (enrol, delete), "admin" (stats, metrics).
+    pub rights: BTreeSet<Right>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    Search,
+    Enrol,
+    Admin,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            allow_remote_without_keys: false,
+            http_workers: 0,
+            max_body_bytes: 16 << 20,
+            request_timeout_secs: 30,
+            default_top_k: 5,
+            max_top_k: 100,
+            json_logs: false,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            onnxruntime: PathBuf::from("models/runtime/libonnxruntime.so.1.31.1"),
+            provider: "cpu".into(),
+        }
+    }
+}
+
+/// Where facegate's own files are when the working directory is elsewhere.
+const SOURCE_ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A relative path as given if it exists from the working directory, else from the
+/// source tree (so `cargo run` from anywhere finds models/ without exports).
+pub fn resolve(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_path_buf();
+    }
+    let from_source = Path::new(SOURCE_ROOT).join(path);
+    if from_source.exists() {
+        from_source
+    } else {
+        path.to_path_buf()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Layered load; `file` is the `--config` argument.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let default_file = resolve(Path::new("config/default.toml"));
+        if default_file.is_file() {
+            fig = fig.merge(Toml::file(default_file));
+        }
+        if let Some(f) = file {
+            if !f.is_file() {
+                return Err(ConfigError(format!(
+                    "--config {}: no such file",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("FACEGATE__").split("__"));
+        let mut cfg: Config = fig.extract().map_err(|e| ConfigError(describe(e)))?;
+        cfg.resolve_paths();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn resolve_paths(&mut self) {
+        self.runtime.onnxruntime = resolve(&self.runtime.onnxruntime);
+        self.pipeline.models_dir = resolve(&self.pipeline.models_dir);
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let fail = |m: &str| Err(ConfigError(m.to_string()));
+        if s.max_top_k == 0 || s.default_top_k == 0 || s.default_top_k > s.max_top_k {
+            return fail("server.default_top_k must be within 1..=server.max_top_k");
+        }
+        if s.max_body_bytes < 1024 {
+            return fail("server.max_body_bytes must be at least 1024");
+        }
+        if s.request_timeout_secs == 0 {
+            return fail("server.request_timeout_secs must be positive");
+        }
+        if self.pool.max_inflight == 0 {
+            return fail("pool.max_inflight must be positive");
+        }
+        if self.gallery.max_templates_per_subject == 0
+            || self.gallery.max_templates_per_subject > 100
+        {
+            return fail("gallery.max_templates_per_subject must be within 1..=100");
+        }
+        let mut seen = BTreeSet::new();
+        for k in &self.auth.keys {
+            if k.key.len() < 16 {
+                return Err(ConfigError(format!(
+                    "auth.keys[{}].key must be at least 16 characters",
+                    k.name
+                )));
+            }
+            if !seen.insert(k.key.clone()) {
+                return Err(ConfigError(format!(
+                    "auth.keys[{}].key is used twice",
+                    k.name
+                )));
+            }
+            for p in &k.partitions {
+                if p != "*" && facegate_actors::names::validate_partition(p).is_err() {
+                    return Err(ConfigError(format!(
+                        "auth.keys[{}].partitions: invalid partition name {p:?}",
+                        k.name
+                    )));
+                }
+            }
+        }
+        self.pipeline
+            .validate()
+            .map_err(|e| ConfigError(e.to_string().replace("configuration: ", "")))
+    }
+}
+
+/// figment's message with the option's full path.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default()
+            .validate()
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_option() {
+        let fig = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[server]\nport = \"eighty\""));
+        let err = describe(fig.extract::<Config>().unwrap_err());
+        assert!(err.contains("server.port"), "{err}");
+        let mut cfg = Config::default();
+        cfg.pipeline.quality.threshold = 3.0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("pipeline.quality.threshold"));
+        let fig = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[server]\nprot = 1"));
+        assert!(describe(fig.extract::<Config>().unwrap_err()).contains("prot"));
+    }
+}
+
+#[cfg(test)]
+mod default_file {
+    use super::*;
+
+    /// config/default.toml documents every option with its compiled-in default.
+    #[test]
+    fn default_toml_matches_the_compiled_in_defaults() {
+        let text = std::fs::read_to_string(Path::new(SOURCE_ROOT).join("config/default.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let from_file: Config = Figment::new()
+            .merge(Toml::string(&text))
+            .extract()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = serde_json::to_value(&from_file).unwrap_or_default();
+        let b = serde_json::to_value(Config::default()).unwrap_or_default();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,186 @@
+//! The one error table: every failure a request can meet, its machine code, HTTP status
+//! and message. Domain errors are mapped with exhaustive matches, so a new variant does not
+//! compile until it has a row here. Messages never carry paths or internals.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use facegate_actors::{GalleryError, PoolError};
+use facegate_models::{decode::DecodeError, Rejection};
+
+use crate::xml;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    DecodeFailed(String),
+    #[error("{0}")]
+    NoFace(String),
+    #[error("{message}")]
+    QualityRejected { message: String, score: f32 },
+    #[error("{message}")]
+    SpoofDetected { message: String, score: f32 },
+    #[error("{message}")]
+    MorphDetected { message: String, score: f32 },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("a valid API key is required (header X-API-Key)")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error; see the server log for request {0}")]
+    Internal(String),
+}
+
+/// Seconds a client should wait after an Overloaded answer.
+const RETRY_AFTER_SECS: &str = "1";
+
+impl ApiError {
+    /// The machine code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::DecodeFailed(_) => "DECODE_FAILED",
+            ApiError::NoFace(_) => "NO_FACE",
+            ApiError::QualityRejected { .. } => "QUALITY_REJECTED",
+            ApiError::SpoofDetected { .. } => "SPOOF_DETECTED",
+            ApiError::MorphDetected { .. } => "MORPH_DETECTED",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::Overloaded(_) => "OVERLOADED",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The measured score a gate rejection carries, with its element name.
+    pub fn gate_score(&self) -> Option<(&'static str, f32)> {
+        match self {
+            ApiError::QualityRejected { score, .. } => Some(("quality_score", *score)),
+            ApiError::SpoofDetected { score, .. } => Some(("pad_score", *score)),
+            ApiError::MorphDetected { score, .. } => Some(("mad_score", *score)),
+            _ => None,
+        }
+    }
+
+    /// The gate that rejected, for metrics.
+    pub fn gate(&self) -> Option<&'static str> {
+        match self {
+            ApiError::NoFace(_) => Some("detection"),
+            ApiError::QualityRejected { .. } => Some("quality"),
+            ApiError::SpoofDetected { .. } => Some("pad"),
+            ApiError::MorphDetected { .. } => Some("mad"),
+            ApiError::DecodeFailed(_) => Some("decode"),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) | ApiError::DecodeFailed(_) | ApiError::NoFace(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::QualityRejected { .. } | ApiError::MorphDetected { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::SpoofDetected { .. } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Overloaded(_)) {
+            res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            res.insert_header((header::WWW_AUTHENTICATE, "ApiKey header=\"X-API-Key\""));
+        }
+        res.content_type(xml::CONTENT_TYPE).body(xml::error(
+            self.code(),
+            &self.to_string(),
+            self.gate_score(),
+        ))
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        let message = r.to_string();
+        match r {
+            Rejection::DecodeFailed(e) => e.into(),
+            Rejection::NoFace => ApiError::NoFace(message),
+            Rejection::MultipleFaces { .. } => ApiError::InvalidRequest(message),
+            Rejection::QualityRejected { score, .. } => {
+                ApiError::QualityRejected { message, score }
+            }
+            Rejection::SpoofDetected { score, .. } => ApiError::SpoofDetected { message, score },
+            Rejection::MorphDetected { score, .. } => ApiError::MorphDetected { message, score },
+        }
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        if e.is_too_large() {
+            ApiError::PayloadTooLarge(e.to_string())
+        } else {
+            ApiError::DecodeFailed(e.to_string())
+        }
+    }
+}
+
+impl From<GalleryError> for ApiError {
+    fn from(e: GalleryError) -> Self {
+        let message = e.to_string();
+        match e {
+            GalleryError::PartitionNotFound(_) | GalleryError::SubjectNotFound(_) => {
+                ApiError::NotFound(message)
+            }
+            GalleryError::InvalidName(_) => ApiError::InvalidRequest(message),
+            GalleryError::ModelMismatch { .. } => ApiError::Conflict(message),
+            GalleryError::Unavailable(_) => ApiError::Unavailable(message),
+            GalleryError::Storage { partition, .. } | GalleryError::Index { partition, .. } => {
+                tracing::error!(error = %message, "gallery failure");
+                ApiError::Unavailable(format!(
+                    "partition {partition:?} failed and is restarting; retry shortly"
+                ))
+            }
+        }
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Overloaded(_) => ApiError::Overloaded(e.to_string()),
+            PoolError::WorkerFailed => ApiError::Unavailable(e.to_string()),
+            PoolError::Model(m) => {
+                tracing::error!(error = %m, "model failure");
+                ApiError::Unavailable(
+                    "the face pipeline failed on this request; it has been logged".into(),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,821 @@
+//! The real app (real models, real FAISS, real SQLite) driven over HTTP through
+//! `actix_web::test`: every endpoint and every error row of API.md.
+
+use std::path::PathBuf;
+
+use actix_web::{dev::ServiceResponse, http::StatusCode, middleware, test, web, App};
+use base64::Engine;
+use facegate::app::{self, AppState};
+use facegate::config::{ApiKey, Config, Right};
+
+fn photo(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models/testdata")
+        .join(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run python3 models/fetch.py", path.display()))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn config(data: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.gallery.data_dir = data.to_path_buf();
+    cfg.pool.workers = 1;
+    cfg.resolve_paths();
+    cfg
+}
+
+macro_rules! service {
+    ($cfg:expr) => {{
+        let state = web::Data::from(AppState::start($cfg).unwrap_or_else(|e| panic!("{e}")));
+        test::init_service(
+            App::new()
+                .app_data(state)
+                .wrap(middleware::from_fn(app::observe))
+                .configure(app::routes),
+        )
+        .await
+    }};
+}
+
+async fn post<S, B: actix_web::body::MessageBody>(
+    svc: &S,
+    path: &str,
+    body: serde_json::Value,
+    key: Option<&str>,
+) -> (StatusCode, String)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    let mut req = test::TestRequest::post()
+        .uri(path)
+        .set_payload(body.to_string());
+    if let Some(k) = key {
+        req = req.insert_header(("X-API-Key", k));
+    }
+    let res = test::call_service(svc, req.to_request()).await;
+    let status = res.status();
+    if status.as_u16() != 200
+        || path.starts_with("/api/v1/s")
+        || path.starts_with("/api/v1/v")
+        || path.starts_with("/api/v1/e")
+        || path.starts_with("/api/v1/d")
+    {
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ct.starts_with("application/xml"), "{path} answered {ct}");
+    }
+    (
+        status,
+        String::from_utf8_lossy(&test::read_body(res).await).into_owned(),
+    )
+}
+
+async fn get<S, B: actix_web::body::MessageBody>(
+    svc: &S,
+    path: &str,
+    key: Option<&str>,
+) -> (StatusCode, serde_json::Value)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    let mut req = test::TestRequest::get().uri(path);
+    if let Some(k) = key {
+        req = req.insert_header(("X-API-Key", k));
+    }
+    let res = test::call_service(svc, req.to_request()).await;
+    let status = res.status();
+    let body = test::read_body(res).await;
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::String(
+            String::from_utf8_lossy(&body).into_owned(),
+        )),
+    )
+}
+
+fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].to_string())
+}
+
+#[actix_web::test]
+async fn enrol_search_verify_delete_round_trip_on_real_photos() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let svc = service!(config(tmp.path()));
+    let subject = "obama <&\"'>";
+    let (s, body) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": b64(&photo("obama.jpg")), "subject_id": subject}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(element(&body, "status").as_deref(), Some("OK"));
+    assert_eq!(
+        element(&body, "subject_id").as_deref(),
+        Some("obama &lt;&amp;&quot;&apos;&gt;")
+    );
+    assert_eq!(
+        element(&body, "model_id").as_deref(),
+        Some("arcface-w600k-mbf")
+    );
+    let (s, _) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": b64(&photo("biden.jpg")), "subject_id": "biden"}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    let (s, body) = post(
+        &svc,
+        "/api/v1/search",
+        serde_json::json!({"image": b64(&photo("obama2.jpg")), "top_k": 5}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(element(&body, "rank").as_deref(), Some("1"));
+    assert_eq!(
+        element(&body, "subject_id").as_deref(),
+        Some("obama &lt;&amp;&quot;&apos;&gt;")
+    );
+    let score: f32 = element(&body, "score")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    assert!(score > 0.5, "{body}");
+    let (s, body) = post(
+        &svc,
+        "/api/v1/search",
+        serde_json::json!({"image": b64(&photo("obama2.jpg")), "min_score": 0.99}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(body.contains("<candidates/>"), "{body}");
+
+    let (s, body) = post(
+        &svc,
+        "/api/v1/verify",
+        serde_json::json!({"image": b64(&photo("obama3.jpg")), "subject_id": subject}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(element(&body, "match").as_deref(), Some("true"));
+    let (s, body) = post(
+        &svc,
+        "/api/v1/verify",
+        serde_json::json!({"image": b64(&photo("obama3.jpg")), "subject_id": "biden"}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(element(&body, "match").as_deref(), Some("false"), "{body}");
+
+    let (s, stats) = get(&svc, "/api/v1/stats", None).await;
+    assert_eq!(
+        (
+            s.as_u16(),
+            stats["total_subjects"].as_u64(),
+            stats["partitions"]["default"].as_u64()
+        ),
+        (200, Some(2), Some(2))
+    );
+    let (_, parts) = get(&svc, "/api/v1/partitions", None).await;
+    assert_eq!(parts, serde_json::json!({"partitions": ["default"]}));
+
+    let (s, body) = post(
+        &svc,
+        "/api/v1/delete",
+        serde_json::json!({"subject_id": subject}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("<DeleteResponse>"));
+    let (s, body) = post(
+        &svc,
+        "/api/v1/search",
+        serde_json::json!({"image": b64(&photo("obama2.jpg"))}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(!body.contains("obama"), "{body}");
+    let (s, body) = post(
+        &svc,
+        "/api/v1/delete",
+        serde_json::json!({"subject_id": subject}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), element(&body, "status").as_deref()),
+        (404, Some("NOT_FOUND"))
+    );
+}
+
+#[actix_web::test]
+async fn every_error_row_of_the_contract() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    cfg.server.max_body_bytes = 2 << 20;
+    let svc = service!(cfg);
+    let obama = b64(&photo("obama.jpg"));
+    let (s, _) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": obama, "subject_id": "obama"}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // A PNG whose header claims 60000 x 60000 pixels: refused before allocation.
+    let bomb = facegate_models::decode::png_claiming(10000, 10000);
+    let truncated = photo("obama.jpg")[..20000].to_vec();
+    let blurred = {
+        let img = image::load_from_memory(&photo("obama.jpg")).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        img.blur(9.0)
+            .write_to(
+                &mut std::io::Cursor::new(&mut out),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        out
+    };
+    let raw = |s: &str| serde_json::Value::String(s.into());
+    let cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
+        ("/api/v1/search", raw("{not json"), 400, "INVALID_REQUEST"),
+        (
+            "/api/v1/search",
+            serde_json::json!({"partition": "default"}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": 42}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": "***not base64***"}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": ""}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": obama, "top_k": 0}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": obama, "top_k": -2}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": obama, "top_k": 5000}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": obama, "min_score": 1.5}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": obama, "partition": "../etc"}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": obama, "partition": "nowhere"}),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": b64(&photo("coffee.png"))}),
+            400,
+            "NO_FACE",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": b64(&truncated)}),
+            400,
+            "DECODE_FAILED",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": b64(b"\x89PNG\r\n\x1a\n and then nothing of a PNG")}),
+            400,
+            "DECODE_FAILED",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": b64(&bomb)}),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": "A".repeat(3 << 20)}),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": b64(&blurred)}),
+            422,
+            "QUALITY_REJECTED",
+        ),
+        (
+            "/api/v1/verify",
+            serde_json::json!({"image": obama, "subject_id": "nobody"}),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "/api/v1/verify",
+            serde_json::json!({"image": obama, "subject_id": ""}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/enrol",
+            serde_json::json!({"image": obama, "subject_id": "x\ny"}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/enrol",
+            serde_json::json!({"image": obama, "subject_id": "a", "extra": 1}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/delete",
+            serde_json::json!({"subject_id": "nobody"}),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "/api/v1/delete",
+            serde_json::json!({"subject_id": "obama", "partition": "nowhere"}),
+            404,
+            "NOT_FOUND",
+        ),
+        ("/api/v1/nothing", serde_json::json!({}), 404, "NOT_FOUND"),
+    ];
+    for (path, body, want, code) in cases {
+        let body = match body {
+            serde_json::Value::String(s) if s.starts_with('{') => s,
+            other => other.to_string(),
+        };
+        let req = test::TestRequest::post()
+            .uri(path)
+            .set_payload(body.clone())
+            .to_request();
+        let res = test::call_service(&svc, req).await;
+        let status = res.status().as_u16();
+        let text = String::from_utf8_lossy(&test::read_body(res).await).into_owned();
+        let short = &body[..body.len().min(80)];
+        assert_eq!(status, want, "{path} {short}: {text}");
+        assert_eq!(
+            element(&text, "status").as_deref(),
+            Some(code),
+            "{path} {short}: {text}"
+        );
+        let message = element(&text, "message").unwrap_or_default();
+        assert!(
+            !message.is_empty() && !message.contains("/work/") && !message.contains("panicked"),
+            "{message}"
+        );
+        if code == "QUALITY_REJECTED" {
+            assert!(element(&text, "quality_score").is_some(), "{text}");
+        }
+    }
+    // Nothing a refused request sent was stored.
+    let (_, stats) = get(&svc, "/api/v1/stats", None).await;
+    assert_eq!(stats["total_subjects"], 1, "{stats}");
+}
+
+#[actix_web::test]
+async fn ambiguous_enrolment_photo_is_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let svc = service!(config(tmp.path()));
+    let a = image::load_from_memory(&photo("obama.jpg"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let b = image::load_from_memory(&photo("biden.jpg"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let b = image::imageops::resize(
+        &b,
+        a.width(),
+        a.height(),
+        image::imageops::FilterType::Triangle,
+    );
+    let mut both = image::RgbImage::new(a.width() * 2, a.height());
+    image::imageops::replace(&mut both, &a, 0, 0);
+    image::imageops::replace(&mut both, &b, i64::from(a.width()), 0);
+    let mut jpeg = Vec::new();
+    both.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (s, body) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": b64(&jpeg), "subject_id": "two"}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        element(&body, "message")
+            .unwrap_or_default()
+            .contains("2 faces"),
+        "{body}"
+    );
+    let (_, parts) = get(&svc, "/api/v1/partitions", None).await;
+    assert_eq!(
+        parts["partitions"],
+        serde_json::json!([]),
+        "a refused enrolment leaves no partition behind"
+    );
+}
+
+#[actix_web::test]
+async fn spoof_rejection_carries_its_score() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    // No attack photo ships with a registry package; a threshold no photo can reach makes
+    // the real PAD model's verdict a rejection, exercising the 451 path end to end.
+    cfg.pipeline.pad.threshold = 1.0;
+    let svc = service!(cfg);
+    let (s, body) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": b64(&photo("obama.jpg")), "subject_id": "o"}),
+        None,
+    )
+    .await;
+    assert_eq!(s.as_u16(), 451, "{body}");
+    assert_eq!(element(&body, "status").as_deref(), Some("SPOOF_DETECTED"));
+    let pad: f32 = element(&body, "pad_score")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&pad), "{body}");
+}
+
+#[actix_web::test]
+async fn partitions_never_mix_models() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    {
+        // A partition written earlier by another recognizer.
+        let dir = tmp.path().join("legacy");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let mut store = facegate_actors::gallery::store::Store::open(&dir, 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let w = facegate_actors::gallery::store::Write::Enrol {
+            subject: "old".into(),
+            vector: vec![1.0 / (512f32).sqrt(); 512],
+            model_id: "arcface-w600k-r50".into(),
+            quality: 0.9,
+        };
+        store.apply(&[w]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let svc = service!(config(tmp.path()));
+    let img = b64(&photo("obama.jpg"));
+    let (s, body) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": img, "subject_id": "new", "partition": "legacy"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), element(&body, "status").as_deref()),
+        (409, Some("CONFLICT")),
+        "{body}"
+    );
+    let (s, _) = post(
+        &svc,
+        "/api/v1/search",
+        serde_json::json!({"image": img, "partition": "legacy"}),
+        None,
+    )
+    .await;
+    assert_eq!(s.as_u16(), 409);
+}
+
+#[actix_web::test]
+async fn tenants_see_only_their_partitions() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    let key = |name: &str, key: &str, parts: &[&str], rights: &[Right]| ApiKey {
+        name: name.into(),
+        key: key.into(),
+        partitions: parts.iter().map(|s| s.to_string()).collect(),
+        rights: rights.iter().copied().collect(),
+    };
+    cfg.auth.keys = vec![
+        key(
+            "watch",
+            "watchlist-key-0123456789",
+            &["watchlist"],
+            &[Right::Search, Right::Enrol],
+        ),
+        key(
+            "staff",
+            "employees-key-0123456789",
+            &["employees"],
+            &[Right::Search, Right::Enrol],
+        ),
+        key(
+            "gate",
+            "watch-search-only-012345",
+            &["watchlist"],
+            &[Right::Search],
+        ),
+        key("ops", "operations-key-012345678", &["*"], &[Right::Admin]),
+    ];
+    let svc = service!(cfg);
+    let img = b64(&photo("obama.jpg"));
+    let enrol = |p: &str| serde_json::json!({"image": img, "subject_id": "obama", "partition": p});
+    assert_eq!(
+        post(&svc, "/api/v1/enrol", enrol("watchlist"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &svc,
+            "/api/v1/enrol",
+            enrol("watchlist"),
+            Some("wrong-key-000000000000")
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &svc,
+            "/api/v1/enrol",
+            enrol("employees"),
+            Some("watchlist-key-0123456789")
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &svc,
+            "/api/v1/enrol",
+            enrol("watchlist"),
+            Some("watch-search-only-012345")
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &svc,
+            "/api/v1/enrol",
+            enrol("watchlist"),
+            Some("watchlist-key-0123456789")
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            &svc,
+            "/api/v1/enrol",
+            enrol("employees"),
+            Some("employees-key-0123456789")
+        )
+        .await
+        .0,
+        200
+    );
+    let search = serde_json::json!({"image": b64(&photo("obama2.jpg")), "partition": "watchlist"});
+    let (s, body) = post(
+        &svc,
+        "/api/v1/search",
+        search.clone(),
+        Some("watch-search-only-012345"),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        post(
+            &svc,
+            "/api/v1/search",
+            search,
+            Some("employees-key-0123456789")
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &svc,
+            "/api/v1/delete",
+            serde_json::json!({"subject_id": "obama", "partition": "watchlist"}),
+            Some("employees-key-0123456789")
+        )
+        .await
+        .0,
+        403
+    );
+
+    assert_eq!(get(&svc, "/api/v1/partitions", None).await.0, 401);
+    let (_, p) = get(&svc, "/api/v1/partitions", Some("employees-key-0123456789")).await;
+    assert_eq!(p, serde_json::json!({"partitions": ["employees"]}));
+    let (_, st) = get(&svc, "/api/v1/stats", Some("watchlist-key-0123456789")).await;
+    assert_eq!(
+        st,
+        serde_json::json!({"total_subjects": 1, "partitions": {"watchlist": 1}})
+    );
+    let (_, st) = get(&svc, "/api/v1/stats", Some("operations-key-012345678")).await;
+    assert_eq!(st["total_subjects"], 2);
+    assert_eq!(
+        get(&svc, "/metrics", Some("watchlist-key-0123456789"))
+            .await
+            .0,
+        403
+    );
+    let (s, m) = get(&svc, "/metrics", Some("operations-key-012345678")).await;
+    assert_eq!(s, 200);
+    let text = m.as_str().unwrap_or_default();
+    for metric in [
+        "facegate_http_requests_total",
+        "facegate_pipeline_stage_duration_seconds",
+        "facegate_gallery_subjects",
+        "facegate_pipeline_in_flight",
+    ] {
+        assert!(text.contains(metric), "{metric} missing");
+    }
+}
+
+#[actix_web::test]
+async fn overload_answers_503_with_retry_after() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    cfg.pool.max_inflight = 1;
+    let svc = service!(cfg);
+    let img = b64(&photo("obama3.jpg"));
+    let calls = (0..6).map(|i| {
+        let req = test::TestRequest::post()
+            .uri("/api/v1/enrol")
+            .set_payload(
+                serde_json::json!({"image": img, "subject_id": format!("s{i}")}).to_string(),
+            )
+            .to_request();
+        test::call_service(&svc, req)
+    });
+    let responses = futures_util::future::join_all(calls).await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    assert!(
+        statuses.contains(&200) && statuses.contains(&503),
+        "{statuses:?}"
+    );
+    for r in responses.iter().filter(|r| r.status() == 503) {
+        assert_eq!(
+            r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+}
+
+#[actix_web::test]
+async fn health_request_ids_and_the_openapi_document() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let svc = service!(config(tmp.path()));
+    let (s, h) = get(&svc, "/api/v1/health", None).await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["status"], "healthy");
+    for c in [
+        "faiss_index",
+        "onnx_detection",
+        "onnx_recognition",
+        "onnx_quality",
+        "onnx_pad",
+        "storage",
+    ] {
+        assert_eq!(h["components"][c], true, "{c}: {h}");
+    }
+    assert_eq!(
+        h["components"]["onnx_mad"], false,
+        "no MAD model is configured"
+    );
+    assert_eq!(h["runtime"]["onnxruntime"], "1.31.1");
+    assert_eq!(h["runtime"]["execution_provider"], "CPUExecutionProvider");
+
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/api/v1/health")
+            .insert_header(("X-Request-Id", "abc-123"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("abc-123")
+    );
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri("/api/v1/partitions")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.headers().get("x-request-id").map(|v| v.len()),
+        Some(36),
+        "a generated UUID"
+    );
+
+    let (s, doc) = get(&svc, "/api/v1/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        doc["openapi"].as_str().map(|v| v.starts_with("3.")),
+        Some(true)
+    );
+    let routes = [
+        ("/api/v1/search", "post"),
+        ("/api/v1/verify", "post"),
+        ("/api/v1/enrol", "post"),
+        ("/api/v1/delete", "post"),
+        ("/api/v1/health", "get"),
+        ("/api/v1/partitions", "get"),
+        ("/api/v1/stats", "get"),
+        ("/api/v1/openapi.json", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+        // And the route really exists: anything but the catch-all 404.
+        let req = test::TestRequest::default()
+            .method(method.to_uppercase().parse().unwrap_or_default())
+            .uri(path)
+            .set_payload("{}")
+            .to_request();
+        let res = test::call_service(&svc, req).await;
+        let body = String::from_utf8_lossy(&test::read_body(res).await).into_owned();
+        assert!(!body.contains("no such endpoint"), "{path}");
+    }
+    let documented = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
+    assert_eq!(documented, routes.len(), "every documented path is a route");
+}
