@@ -40,12 +40,7 @@ pub enum StartError {
 impl AppState {
     /// Load the models and the partitions. Runs inside an actix system.
     pub fn start(cfg: Config) -> Result<Arc<Self>, StartError> {
-        let pool = PipelinePool::start(
-            &cfg.pool,
-            &cfg.pipeline,
-            &cfg.runtime.onnxruntime,
-            &cfg.runtime.provider,
-        )?;
+        let pool = PipelinePool::start(&cfg.pool, &cfg.pipeline, &cfg.runtime.onnxruntime, &cfg.runtime.provider)?;
         let gallery = GalleryDirectory::open(cfg.gallery.clone(), pool.info().dim)?;
         let keys = Keys::new(cfg.auth.keys.clone());
         Ok(Arc::new(Self {
@@ -58,21 +53,13 @@ impl AppState {
     }
 
     /// Run the face pipeline, bounded by the request timeout; rejections become errors.
-    pub async fn analyze(
-        &self,
-        image: Vec<u8>,
-        purpose: Purpose,
-    ) -> Result<FaceTemplate, ApiError> {
+    pub async fn analyze(&self, image: Vec<u8>, purpose: Purpose) -> Result<FaceTemplate, ApiError> {
         self.metrics.in_flight.set(self.pool.in_flight() as i64 + 1);
         let timeout = Duration::from_secs(self.cfg.server.request_timeout_secs);
         let result = tokio::time::timeout(timeout, self.pool.analyze(image, purpose)).await;
         self.metrics.in_flight.set(self.pool.in_flight() as i64);
-        let analysis = result.map_err(|_| {
-            ApiError::Unavailable(format!(
-                "the face pipeline did not answer within {} s",
-                timeout.as_secs()
-            ))
-        })??;
+        let analysis =
+            result.map_err(|_| ApiError::Unavailable(format!("the face pipeline did not answer within {} s", timeout.as_secs())))??;
         self.metrics.record_stages(&analysis.timings);
         let timings: Vec<String> = analysis
             .timings
@@ -115,20 +102,12 @@ pub struct RequestId(pub String);
 const REQUEST_ID: &str = "x-request-id";
 
 /// Request id, tracing span, access log and metrics for every request.
-pub async fn observe(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = req
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        })
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -142,11 +121,7 @@ pub async fn observe(
     if let Some(state) = state {
         let labels = [endpoint.as_str(), status.as_str()];
         state.metrics.requests.with_label_values(&labels).inc();
-        state
-            .metrics
-            .latency
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
+        state.metrics.latency.with_label_values(&labels).observe(elapsed.as_secs_f64());
     }
     span.in_scope(|| {
         tracing::info!(
@@ -156,8 +131,7 @@ pub async fn observe(
         )
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID), v);
+        res.headers_mut().insert(HeaderName::from_static(REQUEST_ID), v);
     }
     Ok(res)
 }

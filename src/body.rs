@@ -11,9 +11,7 @@ use crate::error::ApiError;
 pub async fn read(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::InvalidRequest(format!("could not read the request body: {e}"))
-        })?;
+        let chunk = chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!(
                 "the request body is over the limit of {limit} bytes"
@@ -28,12 +26,9 @@ pub async fn read(mut payload: web::Payload, limit: usize) -> Result<web::Bytes,
 pub async fn json<T: DeserializeOwned>(payload: web::Payload, limit: usize) -> Result<T, ApiError> {
     let bytes = read(payload, limit).await?;
     if bytes.is_empty() {
-        return Err(ApiError::InvalidRequest(
-            "the request body is empty; send a JSON object".into(),
-        ));
+        return Err(ApiError::InvalidRequest("the request body is empty; send a JSON object".into()));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::InvalidRequest(format!("malformed JSON request: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidRequest(format!("malformed JSON request: {e}")))
 }
 
 /// Decode the `image` field: standard base64 (a `data:image/...;base64,` prefix and line
@@ -54,8 +49,7 @@ pub fn image(field: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
     }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
     engine
         .decode(cleaned.as_bytes())
@@ -67,9 +61,7 @@ pub fn top_k(v: Option<i64>, default: usize, max: usize) -> Result<usize, ApiErr
     match v {
         None => Ok(default),
         Some(k) if k >= 1 && k as u64 <= max as u64 => Ok(k as usize),
-        Some(k) => Err(ApiError::InvalidRequest(format!(
-            "top_k must be between 1 and {max}, got {k}"
-        ))),
+        Some(k) => Err(ApiError::InvalidRequest(format!("top_k must be between 1 and {max}, got {k}"))),
     }
 }
 
@@ -78,9 +70,7 @@ pub fn min_score(v: Option<f64>) -> Result<f32, ApiError> {
     match v {
         None => Ok(0.0),
         Some(s) if (0.0..=1.0).contains(&s) => Ok(s as f32),
-        Some(s) => Err(ApiError::InvalidRequest(format!(
-            "min_score must be between 0 and 1, got {s}"
-        ))),
+        Some(s) => Err(ApiError::InvalidRequest(format!("min_score must be between 0 and 1, got {s}"))),
     }
 }
 
@@ -92,19 +82,10 @@ mod tests {
     fn base64_variants() {
         assert_eq!(image("aGVsbG8=", 100).ok(), Some(b"hello".to_vec()));
         assert_eq!(image("aGVsbG8", 100).ok(), Some(b"hello".to_vec()));
-        assert_eq!(
-            image("data:image/jpeg;base64,aGVs\nbG8=", 100).ok(),
-            Some(b"hello".to_vec())
-        );
-        assert!(matches!(
-            image("not base64!!", 100),
-            Err(ApiError::InvalidRequest(_))
-        ));
+        assert_eq!(image("data:image/jpeg;base64,aGVs\nbG8=", 100).ok(), Some(b"hello".to_vec()));
+        assert!(matches!(image("not base64!!", 100), Err(ApiError::InvalidRequest(_))));
         assert!(matches!(image("", 100), Err(ApiError::InvalidRequest(_))));
-        assert!(matches!(
-            image(&"A".repeat(400), 100),
-            Err(ApiError::PayloadTooLarge(_))
-        ));
+        assert!(matches!(image(&"A".repeat(400), 100), Err(ApiError::PayloadTooLarge(_))));
     }
 
     #[test]

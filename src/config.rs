@@ -133,10 +133,7 @@ impl Config {
         }
         if let Some(f) = file {
             if !f.is_file() {
-                return Err(ConfigError(format!(
-                    "--config {}: no such file",
-                    f.display()
-                )));
+                return Err(ConfigError(format!("--config {}: no such file", f.display())));
             }
             fig = fig.merge(Toml::file(f));
         }
@@ -167,24 +164,16 @@ impl Config {
         if self.pool.max_inflight == 0 {
             return fail("pool.max_inflight must be positive");
         }
-        if self.gallery.max_templates_per_subject == 0
-            || self.gallery.max_templates_per_subject > 100
-        {
+        if self.gallery.max_templates_per_subject == 0 || self.gallery.max_templates_per_subject > 100 {
             return fail("gallery.max_templates_per_subject must be within 1..=100");
         }
         let mut seen = BTreeSet::new();
         for k in &self.auth.keys {
             if k.key.len() < 16 {
-                return Err(ConfigError(format!(
-                    "auth.keys[{}].key must be at least 16 characters",
-                    k.name
-                )));
+                return Err(ConfigError(format!("auth.keys[{}].key must be at least 16 characters", k.name)));
             }
             if !seen.insert(k.key.clone()) {
-                return Err(ConfigError(format!(
-                    "auth.keys[{}].key is used twice",
-                    k.name
-                )));
+                return Err(ConfigError(format!("auth.keys[{}].key is used twice", k.name)));
             }
             for p in &k.partitions {
                 if p != "*" && facegate_actors::names::validate_partition(p).is_err() {
@@ -222,26 +211,18 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        Config::default()
-            .validate()
-            .unwrap_or_else(|e| panic!("{e}"));
+        Config::default().validate().unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
     fn a_bad_value_names_its_option() {
-        let fig = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string("[server]\nport = \"eighty\""));
+        let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string("[server]\nport = \"eighty\""));
         let err = describe(fig.extract::<Config>().unwrap_err());
         assert!(err.contains("server.port"), "{err}");
         let mut cfg = Config::default();
         cfg.pipeline.quality.threshold = 3.0;
-        assert!(cfg
-            .validate()
-            .unwrap_err()
-            .0
-            .contains("pipeline.quality.threshold"));
-        let fig = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string("[server]\nprot = 1"));
+        assert!(cfg.validate().unwrap_err().0.contains("pipeline.quality.threshold"));
+        let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string("[server]\nprot = 1"));
         assert!(describe(fig.extract::<Config>().unwrap_err()).contains("prot"));
     }
 }
@@ -253,8 +234,7 @@ mod default_file {
     /// config/default.toml documents every option with its compiled-in default.
     #[test]
     fn default_toml_matches_the_compiled_in_defaults() {
-        let text = std::fs::read_to_string(Path::new(SOURCE_ROOT).join("config/default.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(Path::new(SOURCE_ROOT).join("config/default.toml")).unwrap_or_else(|e| panic!("{e}"));
         let from_file: Config = Figment::new()
             .merge(Toml::string(&text))
             .extract()

@@ -91,12 +91,8 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::InvalidRequest(_) | ApiError::DecodeFailed(_) | ApiError::NoFace(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ApiError::QualityRejected { .. } | ApiError::MorphDetected { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidRequest(_) | ApiError::DecodeFailed(_) | ApiError::NoFace(_) => StatusCode::BAD_REQUEST,
+            ApiError::QualityRejected { .. } | ApiError::MorphDetected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::SpoofDetected { .. } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,11 +112,8 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             res.insert_header((header::WWW_AUTHENTICATE, "ApiKey header=\"X-API-Key\""));
         }
-        res.content_type(xml::CONTENT_TYPE).body(xml::error(
-            self.code(),
-            &self.to_string(),
-            self.gate_score(),
-        ))
+        res.content_type(xml::CONTENT_TYPE)
+            .body(xml::error(self.code(), &self.to_string(), self.gate_score()))
     }
 }
 
@@ -131,9 +124,7 @@ impl From<Rejection> for ApiError {
             Rejection::DecodeFailed(e) => e.into(),
             Rejection::NoFace => ApiError::NoFace(message),
             Rejection::MultipleFaces { .. } => ApiError::InvalidRequest(message),
-            Rejection::QualityRejected { score, .. } => {
-                ApiError::QualityRejected { message, score }
-            }
+            Rejection::QualityRejected { score, .. } => ApiError::QualityRejected { message, score },
             Rejection::SpoofDetected { score, .. } => ApiError::SpoofDetected { message, score },
             Rejection::MorphDetected { score, .. } => ApiError::MorphDetected { message, score },
         }
@@ -154,17 +145,13 @@ impl From<GalleryError> for ApiError {
     fn from(e: GalleryError) -> Self {
         let message = e.to_string();
         match e {
-            GalleryError::PartitionNotFound(_) | GalleryError::SubjectNotFound(_) => {
-                ApiError::NotFound(message)
-            }
+            GalleryError::PartitionNotFound(_) | GalleryError::SubjectNotFound(_) => ApiError::NotFound(message),
             GalleryError::InvalidName(_) => ApiError::InvalidRequest(message),
             GalleryError::ModelMismatch { .. } => ApiError::Conflict(message),
             GalleryError::Unavailable(_) => ApiError::Unavailable(message),
             GalleryError::Storage { partition, .. } | GalleryError::Index { partition, .. } => {
                 tracing::error!(error = %message, "gallery failure");
-                ApiError::Unavailable(format!(
-                    "partition {partition:?} failed and is restarting; retry shortly"
-                ))
+                ApiError::Unavailable(format!("partition {partition:?} failed and is restarting; retry shortly"))
             }
         }
     }
@@ -177,10 +164,87 @@ impl From<PoolError> for ApiError {
             PoolError::WorkerFailed => ApiError::Unavailable(e.to_string()),
             PoolError::Model(m) => {
                 tracing::error!(error = %m, "model failure");
-                ApiError::Unavailable(
-                    "the face pipeline failed on this request; it has been logged".into(),
-                )
+                ApiError::Unavailable("the face pipeline failed on this request; it has been logged".into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(e: ApiError) -> (u16, &'static str, Option<&'static str>) {
+        (e.status_code().as_u16(), e.code(), e.gate_score().map(|g| g.0))
+    }
+
+    /// API.md's error table, row by row, from the domain outcomes.
+    #[test]
+    fn every_domain_outcome_has_its_row() {
+        let decode = |e: DecodeError| row(Rejection::DecodeFailed(e).into());
+        assert_eq!(decode(DecodeError::Corrupt("x".into())), (400, "DECODE_FAILED", None));
+        assert_eq!(
+            decode(DecodeError::TooManyBytes { size: 2, limit: 1 }),
+            (413, "PAYLOAD_TOO_LARGE", None)
+        );
+        assert_eq!(row(Rejection::NoFace.into()), (400, "NO_FACE", None));
+        assert_eq!(row(Rejection::MultipleFaces { count: 2 }.into()), (400, "INVALID_REQUEST", None));
+        assert_eq!(
+            row(Rejection::QualityRejected {
+                score: 0.1,
+                threshold: 0.2
+            }
+            .into()),
+            (422, "QUALITY_REJECTED", Some("quality_score"))
+        );
+        assert_eq!(
+            row(Rejection::SpoofDetected {
+                score: 0.01,
+                threshold: 0.1
+            }
+            .into()),
+            (451, "SPOOF_DETECTED", Some("pad_score"))
+        );
+        assert_eq!(
+            row(Rejection::MorphDetected {
+                score: 0.9,
+                threshold: 0.5
+            }
+            .into()),
+            (422, "MORPH_DETECTED", Some("mad_score"))
+        );
+        assert_eq!(row(GalleryError::SubjectNotFound("s".into()).into()), (404, "NOT_FOUND", None));
+        assert_eq!(row(GalleryError::PartitionNotFound("p".into()).into()), (404, "NOT_FOUND", None));
+        assert_eq!(row(GalleryError::InvalidName("n".into()).into()), (400, "INVALID_REQUEST", None));
+        let mismatch = GalleryError::ModelMismatch {
+            partition: "p".into(),
+            stored: "a".into(),
+            requested: "b".into(),
+        };
+        assert_eq!(row(mismatch.into()), (409, "CONFLICT", None));
+        assert_eq!(row(GalleryError::Unavailable("p".into()).into()), (503, "UNAVAILABLE", None));
+        let storage: ApiError = GalleryError::Storage {
+            partition: "p".into(),
+            detail: "/var/lib/secret: disk I/O error".into(),
+        }
+        .into();
+        assert!(!storage.to_string().contains("/var/lib"), "internals leak: {storage}");
+        assert_eq!(row(PoolError::Overloaded(8).into()), (503, "OVERLOADED", None));
+        assert_eq!(row(PoolError::WorkerFailed.into()), (503, "UNAVAILABLE", None));
+        assert_eq!(row(ApiError::Unauthorized), (401, "UNAUTHORIZED", None));
+        assert_eq!(row(ApiError::Forbidden("f".into())), (403, "FORBIDDEN", None));
+    }
+
+    #[test]
+    fn gate_rejections_carry_their_score_in_the_body() {
+        let e: ApiError = Rejection::MorphDetected {
+            score: 0.91,
+            threshold: 0.5,
+        }
+        .into();
+        let res = e.error_response();
+        assert_eq!(res.status().as_u16(), 422);
+        let body = xml::error(e.code(), &e.to_string(), e.gate_score());
+        assert!(body.contains("<mad_score>0.910</mad_score>"), "{body}");
     }
 }

@@ -53,20 +53,14 @@ fn workers_or_cores(n: usize) -> usize {
     if n > 0 {
         n
     } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     }
 }
 
 /// What the pipeline made of one image, gates measured but not applied.
 #[derive(Clone)]
 enum Seen {
-    Face {
-        vector: Vec<f32>,
-        pad: f32,
-        quality: f32,
-    },
+    Face { vector: Vec<f32>, pad: f32, quality: f32 },
     NoFace,
     Failed(String),
 }
@@ -80,10 +74,7 @@ fn parallel<T: Sync, R: Send>(
     f: impl Fn(&mut Pipeline, &T) -> R + Sync,
 ) -> Result<Vec<R>, AnyError> {
     let bar = ProgressBar::new(items.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")?
-            .progress_chars("=> "),
-    );
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")?.progress_chars("=> "));
     bar.set_message(label.to_string());
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
@@ -143,11 +134,7 @@ fn read_pairs(path: &Path) -> Result<Vec<Pair>, AnyError> {
     let mut pairs = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
-        let get = |i: usize| {
-            f.get(i)
-                .copied()
-                .ok_or_else(|| format!("short line: {line}"))
-        };
+        let get = |i: usize| f.get(i).copied().ok_or_else(|| format!("short line: {line}"));
         pairs.push(Pair {
             fold: get(fold)?.parse()?,
             a: get(a)?.to_string(),
@@ -160,10 +147,7 @@ fn read_pairs(path: &Path) -> Result<Vec<Pair>, AnyError> {
 
 fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
     let pairs = read_pairs(&data.join("pairs/lfw_view2_folds1-5.csv"))?;
-    let mut images: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
+    let mut images: Vec<String> = pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect();
     images.sort();
     images.dedup();
     // Gates measured, not applied: every detected face gets a template and its scores.
@@ -172,30 +156,23 @@ fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
     pcfg.quality.threshold = 0.0;
     let workers = workers_or_cores(workers);
     let start = Instant::now();
-    let seen = parallel(
-        &pcfg,
-        &images,
-        workers,
-        "lfw",
-        |p, rel| match std::fs::read(data.join(rel)) {
+    let seen = parallel(&pcfg, &images, workers, "lfw", |p, rel| match std::fs::read(data.join(rel)) {
+        Err(e) => Seen::Failed(e.to_string()),
+        Ok(bytes) => match p.analyze(&bytes, Purpose::Search) {
             Err(e) => Seen::Failed(e.to_string()),
-            Ok(bytes) => match p.analyze(&bytes, Purpose::Search) {
-                Err(e) => Seen::Failed(e.to_string()),
-                Ok(a) => match a.outcome {
-                    Ok(t) => Seen::Face {
-                        vector: t.vector,
-                        pad: t.pad,
-                        quality: t.quality,
-                    },
-                    Err(Rejection::NoFace) => Seen::NoFace,
-                    Err(r) => Seen::Failed(r.to_string()),
+            Ok(a) => match a.outcome {
+                Ok(t) => Seen::Face {
+                    vector: t.vector,
+                    pad: t.pad,
+                    quality: t.quality,
                 },
+                Err(Rejection::NoFace) => Seen::NoFace,
+                Err(r) => Seen::Failed(r.to_string()),
             },
         },
-    )?;
+    })?;
     let wall = start.elapsed();
-    let by_path: HashMap<&str, &Seen> =
-        images.iter().map(String::as_str).zip(seen.iter()).collect();
+    let by_path: HashMap<&str, &Seen> = images.iter().map(String::as_str).zip(seen.iter()).collect();
 
     let (mut no_face, mut failed, mut pads, mut qualities) = (0, 0, Vec::new(), Vec::new());
     for s in &seen {
@@ -217,9 +194,7 @@ fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
         .iter()
         .map(|p| {
             let s = match (by_path.get(p.a.as_str()), by_path.get(p.b.as_str())) {
-                (Some(Seen::Face { vector: a, .. }), Some(Seen::Face { vector: b, .. })) => {
-                    cosine(a, b)
-                }
+                (Some(Seen::Face { vector: a, .. }), Some(Seen::Face { vector: b, .. })) => cosine(a, b),
                 _ => -1.0,
             };
             (p.fold, p.same, s)
@@ -234,28 +209,17 @@ fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
     };
     let mut accs = Vec::new();
     for f in &folds {
-        let train: Vec<(bool, f32)> = scored
-            .iter()
-            .filter(|s| s.0 != *f)
-            .map(|s| (s.1, s.2))
-            .collect();
-        let test: Vec<(bool, f32)> = scored
-            .iter()
-            .filter(|s| s.0 == *f)
-            .map(|s| (s.1, s.2))
-            .collect();
+        let train: Vec<(bool, f32)> = scored.iter().filter(|s| s.0 != *f).map(|s| (s.1, s.2)).collect();
+        let test: Vec<(bool, f32)> = scored.iter().filter(|s| s.0 == *f).map(|s| (s.1, s.2)).collect();
         let t = best_threshold(&train);
         accs.push(accuracy(&test, t));
     }
     let all: Vec<(bool, f32)> = scored.iter().map(|s| (s.1, s.2)).collect();
     let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
-    let sd =
-        (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
+    let sd = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
     let (eer, eer_t) = eer(&all);
     let (tar, far_t, impostors) = tar_at_far(&all, 1e-3);
-    let share_below = |v: &[f32], t: f32| {
-        100.0 * v.iter().filter(|x| **x < t).count() as f64 / v.len().max(1) as f64
-    };
+    let share_below = |v: &[f32], t: f32| 100.0 * v.iter().filter(|x| **x < t).count() as f64 / v.len().max(1) as f64;
 
     println!(
         "LFW View 2, folds {folds:?}: {} pairs, {} images, model {}",
@@ -282,9 +246,7 @@ fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
     );
     let vt = cfg.pipeline.recognizer.verify_threshold;
     let (gen, imp): (Vec<_>, Vec<_>) = all.iter().partition(|p| p.0);
-    let rate = |v: &[&(bool, f32)]| {
-        100.0 * v.iter().filter(|p| p.1 >= vt).count() as f64 / v.len().max(1) as f64
-    };
+    let rate = |v: &[&(bool, f32)]| 100.0 * v.iter().filter(|p| p.1 >= vt).count() as f64 / v.len().max(1) as f64;
     println!(
         "  at the configured verify_threshold {vt:.3}: TAR {:.2} %, FAR {:.3} %",
         rate(&gen),
@@ -348,8 +310,7 @@ fn eer(pairs: &[(bool, f32)]) -> (f64, f32) {
     let mut best = (f64::MAX, 1.0, 0.0f32);
     for t in ts {
         let frr = genuine.iter().filter(|s| **s < t).count() as f64 / genuine.len().max(1) as f64;
-        let far =
-            impostor.iter().filter(|s| **s >= t).count() as f64 / impostor.len().max(1) as f64;
+        let far = impostor.iter().filter(|s| **s >= t).count() as f64 / impostor.len().max(1) as f64;
         if (frr - far).abs() < best.0 {
             best = ((frr - far).abs(), (frr + far) / 2.0, t);
         }
@@ -380,18 +341,10 @@ fn percentile(v: &[f32], p: f64) -> f32 {
 
 fn default_photo() -> Result<Vec<u8>, AnyError> {
     let path = crate::config::resolve(Path::new("models/testdata/obama.jpg"));
-    let img = image::load_from_memory(
-        &std::fs::read(&path)
-            .map_err(|e| format!("{}: {e}; run python3 models/fetch.py", path.display()))?,
-    )?;
-    let img = img
-        .resize_exact(640, 480, image::imageops::FilterType::Triangle)
-        .to_rgb8();
+    let img = image::load_from_memory(&std::fs::read(&path).map_err(|e| format!("{}: {e}; run python3 models/fetch.py", path.display()))?)?;
+    let img = img.resize_exact(640, 480, image::imageops::FilterType::Triangle).to_rgb8();
     let mut out = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut out),
-        image::ImageFormat::Jpeg,
-    )?;
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)?;
     Ok(out)
 }
 
@@ -435,9 +388,7 @@ fn speed(cfg: &Config, image: Option<&Path>, runs: usize) -> Result<(), AnyError
     let items: Vec<usize> = (0..runs * workers).collect();
     let start = Instant::now();
     parallel(&cfg.pipeline, &items, workers, "throughput", |p, _| {
-        p.analyze(&bytes, Purpose::Enrol)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        p.analyze(&bytes, Purpose::Enrol).map(|_| ()).map_err(|e| e.to_string())
     })?;
     let secs = start.elapsed().as_secs_f64();
     println!(
@@ -454,14 +405,7 @@ mod tests {
 
     #[test]
     fn metrics_on_a_separable_set() {
-        let pairs = vec![
-            (true, 0.9),
-            (true, 0.7),
-            (true, 0.6),
-            (false, 0.1),
-            (false, 0.2),
-            (false, 0.65),
-        ];
+        let pairs = vec![(true, 0.9), (true, 0.7), (true, 0.6), (false, 0.1), (false, 0.2), (false, 0.65)];
         let t = best_threshold(&pairs);
         assert!((accuracy(&pairs, t) - 5.0 / 6.0).abs() < 1e-9);
         let (tar, thr, n) = tar_at_far(&pairs, 1e-3);

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         set: facegate::eval::EvalSet,
     },
+    /// Benchmarks that print figures (BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        set: facegate::bench::BenchSet,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(cfg),
         Command::Check => check(cfg),
         Command::Eval { set } => facegate::eval::run(&cfg, set),
+        Command::Bench { set } => facegate::bench::run(set),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,11 +67,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,ort=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -95,9 +98,7 @@ fn check(cfg: Config) -> Result<(), AnyError> {
         let h = state.pool.health().await;
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "models": h, "pool": state.pool.info() })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({ "models": h, "pool": state.pool.info() }))?
         );
         Ok(())
     })

@@ -2,10 +2,7 @@
 //! latencies, gate rejections, gallery sizes and the pipeline queue depth.
 
 use facegate_models::StageTimings;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -17,45 +14,26 @@ pub struct Metrics {
     pub in_flight: IntGauge,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("facegate".into()), None)?;
         let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests by endpoint and status",
-            ),
+            Opts::new("http_requests_total", "HTTP requests by endpoint and status"),
             &["endpoint", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(LATENCY_BUCKETS.to_vec()),
             &["endpoint", "status"],
         )?;
         let stages = HistogramVec::new(
-            HistogramOpts::new(
-                "pipeline_stage_duration_seconds",
-                "Face pipeline stage latency",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("pipeline_stage_duration_seconds", "Face pipeline stage latency").buckets(LATENCY_BUCKETS.to_vec()),
             &["stage"],
         )?;
-        let rejections = IntCounterVec::new(
-            Opts::new("gate_rejections_total", "Images refused, by gate"),
-            &["gate"],
-        )?;
-        let subjects = IntGaugeVec::new(
-            Opts::new("gallery_subjects", "Enrolled subjects per partition"),
-            &["partition"],
-        )?;
-        let in_flight = IntGauge::new(
-            "pipeline_in_flight",
-            "Requests admitted to the face pipeline (running or queued)",
-        )?;
+        let rejections = IntCounterVec::new(Opts::new("gate_rejections_total", "Images refused, by gate"), &["gate"])?;
+        let subjects = IntGaugeVec::new(Opts::new("gallery_subjects", "Enrolled subjects per partition"), &["partition"])?;
+        let in_flight = IntGauge::new("pipeline_in_flight", "Requests admitted to the face pipeline (running or queued)")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(stages.clone()))?;
@@ -75,9 +53,7 @@ impl Metrics {
 
     pub fn record_stages(&self, timings: &StageTimings) {
         for (stage, d) in &timings.0 {
-            self.stages
-                .with_label_values(&[stage.name()])
-                .observe(d.as_secs_f64());
+            self.stages.with_label_values(&[stage.name()]).observe(d.as_secs_f64());
         }
     }
 

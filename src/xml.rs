@@ -70,13 +70,7 @@ pub fn search(candidates: &[Candidate], quality_score: f32, model_id: &str) -> S
     d.finish()
 }
 
-pub fn verify(
-    matched: bool,
-    s: f32,
-    subject_id: &str,
-    quality_score: f32,
-    model_id: &str,
-) -> String {
+pub fn verify(matched: bool, s: f32, subject_id: &str, quality_score: f32, model_id: &str) -> String {
     let mut d = Doc::new();
     d.open("VerifyResponse")
         .text("status", "OK")
@@ -111,15 +105,9 @@ pub fn delete(subject_id: &str) -> String {
 
 pub fn error(code: &str, message: &str, gate_score: Option<(&str, f32)>) -> String {
     let mut d = Doc::new();
-    d.open("ErrorResponse")
-        .text("status", code)
-        .text("message", message);
+    d.open("ErrorResponse").text("status", code).text("message", message);
     if let Some((name, value)) = gate_score {
-        let v = if name == "quality_score" {
-            quality(value)
-        } else {
-            score(value)
-        };
+        let v = if name == "quality_score" { quality(value) } else { score(value) };
         d.text(name, &v);
     }
     d.close("ErrorResponse");
@@ -133,10 +121,7 @@ mod tests {
     #[test]
     fn special_characters_are_escaped() {
         let body = delete("<&\"'>");
-        assert!(
-            body.contains("<subject_id>&lt;&amp;&quot;&apos;&gt;</subject_id>"),
-            "{body}"
-        );
+        assert!(body.contains("<subject_id>&lt;&amp;&quot;&apos;&gt;</subject_id>"), "{body}");
     }
 
     #[test]

@@ -9,11 +9,8 @@ use facegate::app::{self, AppState};
 use facegate::config::{ApiKey, Config, Right};
 
 fn photo(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models/testdata")
-        .join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run python3 models/fetch.py", path.display()))
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/testdata").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run python3 models/fetch.py", path.display()))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -41,22 +38,11 @@ macro_rules! service {
     }};
 }
 
-async fn post<S, B: actix_web::body::MessageBody>(
-    svc: &S,
-    path: &str,
-    body: serde_json::Value,
-    key: Option<&str>,
-) -> (StatusCode, String)
+async fn post<S, B: actix_web::body::MessageBody>(svc: &S, path: &str, body: serde_json::Value, key: Option<&str>) -> (StatusCode, String)
 where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
-    let mut req = test::TestRequest::post()
-        .uri(path)
-        .set_payload(body.to_string());
+    let mut req = test::TestRequest::post().uri(path).set_payload(body.to_string());
     if let Some(k) = key {
         req = req.insert_header(("X-API-Key", k));
     }
@@ -76,23 +62,12 @@ where
             .to_string();
         assert!(ct.starts_with("application/xml"), "{path} answered {ct}");
     }
-    (
-        status,
-        String::from_utf8_lossy(&test::read_body(res).await).into_owned(),
-    )
+    (status, String::from_utf8_lossy(&test::read_body(res).await).into_owned())
 }
 
-async fn get<S, B: actix_web::body::MessageBody>(
-    svc: &S,
-    path: &str,
-    key: Option<&str>,
-) -> (StatusCode, serde_json::Value)
+async fn get<S, B: actix_web::body::MessageBody>(svc: &S, path: &str, key: Option<&str>) -> (StatusCode, serde_json::Value)
 where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
     let mut req = test::TestRequest::get().uri(path);
     if let Some(k) = key {
@@ -103,9 +78,7 @@ where
     let body = test::read_body(res).await;
     (
         status,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::String(
-            String::from_utf8_lossy(&body).into_owned(),
-        )),
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())),
     )
 }
 
@@ -130,14 +103,8 @@ async fn enrol_search_verify_delete_round_trip_on_real_photos() {
     .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(element(&body, "status").as_deref(), Some("OK"));
-    assert_eq!(
-        element(&body, "subject_id").as_deref(),
-        Some("obama &lt;&amp;&quot;&apos;&gt;")
-    );
-    assert_eq!(
-        element(&body, "model_id").as_deref(),
-        Some("arcface-w600k-mbf")
-    );
+    assert_eq!(element(&body, "subject_id").as_deref(), Some("obama &lt;&amp;&quot;&apos;&gt;"));
+    assert_eq!(element(&body, "model_id").as_deref(), Some("arcface-w600k-mbf"));
     let (s, _) = post(
         &svc,
         "/api/v1/enrol",
@@ -156,13 +123,8 @@ async fn enrol_search_verify_delete_round_trip_on_real_photos() {
     .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(element(&body, "rank").as_deref(), Some("1"));
-    assert_eq!(
-        element(&body, "subject_id").as_deref(),
-        Some("obama &lt;&amp;&quot;&apos;&gt;")
-    );
-    let score: f32 = element(&body, "score")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
+    assert_eq!(element(&body, "subject_id").as_deref(), Some("obama &lt;&amp;&quot;&apos;&gt;"));
+    let score: f32 = element(&body, "score").and_then(|s| s.parse().ok()).unwrap_or(0.0);
     assert!(score > 0.5, "{body}");
     let (s, body) = post(
         &svc,
@@ -205,13 +167,7 @@ async fn enrol_search_verify_delete_round_trip_on_real_photos() {
     let (_, parts) = get(&svc, "/api/v1/partitions", None).await;
     assert_eq!(parts, serde_json::json!({"partitions": ["default"]}));
 
-    let (s, body) = post(
-        &svc,
-        "/api/v1/delete",
-        serde_json::json!({"subject_id": subject}),
-        None,
-    )
-    .await;
+    let (s, body) = post(&svc, "/api/v1/delete", serde_json::json!({"subject_id": subject}), None).await;
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("<DeleteResponse>"));
     let (s, body) = post(
@@ -223,17 +179,8 @@ async fn enrol_search_verify_delete_round_trip_on_real_photos() {
     .await;
     assert_eq!(s, 200);
     assert!(!body.contains("obama"), "{body}");
-    let (s, body) = post(
-        &svc,
-        "/api/v1/delete",
-        serde_json::json!({"subject_id": subject}),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (s.as_u16(), element(&body, "status").as_deref()),
-        (404, Some("NOT_FOUND"))
-    );
+    let (s, body) = post(&svc, "/api/v1/delete", serde_json::json!({"subject_id": subject}), None).await;
+    assert_eq!((s.as_u16(), element(&body, "status").as_deref()), (404, Some("NOT_FOUND")));
 }
 
 #[actix_web::test]
@@ -259,10 +206,7 @@ async fn every_error_row_of_the_contract() {
         let img = image::load_from_memory(&photo("obama.jpg")).unwrap_or_else(|e| panic!("{e}"));
         let mut out = Vec::new();
         img.blur(9.0)
-            .write_to(
-                &mut std::io::Cursor::new(&mut out),
-                image::ImageFormat::Jpeg,
-            )
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
             .unwrap_or_else(|e| panic!("{e}"));
         out
     };
@@ -275,24 +219,14 @@ async fn every_error_row_of_the_contract() {
             400,
             "INVALID_REQUEST",
         ),
-        (
-            "/api/v1/search",
-            serde_json::json!({"image": 42}),
-            400,
-            "INVALID_REQUEST",
-        ),
+        ("/api/v1/search", serde_json::json!({"image": 42}), 400, "INVALID_REQUEST"),
         (
             "/api/v1/search",
             serde_json::json!({"image": "***not base64***"}),
             400,
             "INVALID_REQUEST",
         ),
-        (
-            "/api/v1/search",
-            serde_json::json!({"image": ""}),
-            400,
-            "INVALID_REQUEST",
-        ),
+        ("/api/v1/search", serde_json::json!({"image": ""}), 400, "INVALID_REQUEST"),
         (
             "/api/v1/search",
             serde_json::json!({"image": obama, "top_k": 0}),
@@ -347,12 +281,7 @@ async fn every_error_row_of_the_contract() {
             400,
             "DECODE_FAILED",
         ),
-        (
-            "/api/v1/search",
-            serde_json::json!({"image": b64(&bomb)}),
-            413,
-            "PAYLOAD_TOO_LARGE",
-        ),
+        ("/api/v1/search", serde_json::json!({"image": b64(&bomb)}), 413, "PAYLOAD_TOO_LARGE"),
         (
             "/api/v1/search",
             serde_json::json!({"image": "A".repeat(3 << 20)}),
@@ -389,12 +318,7 @@ async fn every_error_row_of_the_contract() {
             400,
             "INVALID_REQUEST",
         ),
-        (
-            "/api/v1/delete",
-            serde_json::json!({"subject_id": "nobody"}),
-            404,
-            "NOT_FOUND",
-        ),
+        ("/api/v1/delete", serde_json::json!({"subject_id": "nobody"}), 404, "NOT_FOUND"),
         (
             "/api/v1/delete",
             serde_json::json!({"subject_id": "obama", "partition": "nowhere"}),
@@ -408,20 +332,13 @@ async fn every_error_row_of_the_contract() {
             serde_json::Value::String(s) if s.starts_with('{') => s,
             other => other.to_string(),
         };
-        let req = test::TestRequest::post()
-            .uri(path)
-            .set_payload(body.clone())
-            .to_request();
+        let req = test::TestRequest::post().uri(path).set_payload(body.clone()).to_request();
         let res = test::call_service(&svc, req).await;
         let status = res.status().as_u16();
         let text = String::from_utf8_lossy(&test::read_body(res).await).into_owned();
         let short = &body[..body.len().min(80)];
         assert_eq!(status, want, "{path} {short}: {text}");
-        assert_eq!(
-            element(&text, "status").as_deref(),
-            Some(code),
-            "{path} {short}: {text}"
-        );
+        assert_eq!(element(&text, "status").as_deref(), Some(code), "{path} {short}: {text}");
         let message = element(&text, "message").unwrap_or_default();
         assert!(
             !message.is_empty() && !message.contains("/work/") && !message.contains("panicked"),
@@ -446,21 +363,13 @@ async fn ambiguous_enrolment_photo_is_refused_with_a_reason() {
     let b = image::load_from_memory(&photo("biden.jpg"))
         .unwrap_or_else(|e| panic!("{e}"))
         .to_rgb8();
-    let b = image::imageops::resize(
-        &b,
-        a.width(),
-        a.height(),
-        image::imageops::FilterType::Triangle,
-    );
+    let b = image::imageops::resize(&b, a.width(), a.height(), image::imageops::FilterType::Triangle);
     let mut both = image::RgbImage::new(a.width() * 2, a.height());
     image::imageops::replace(&mut both, &a, 0, 0);
     image::imageops::replace(&mut both, &b, i64::from(a.width()), 0);
     let mut jpeg = Vec::new();
-    both.write_to(
-        &mut std::io::Cursor::new(&mut jpeg),
-        image::ImageFormat::Jpeg,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    both.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap_or_else(|e| panic!("{e}"));
     let (s, body) = post(
         &svc,
         "/api/v1/enrol",
@@ -469,12 +378,7 @@ async fn ambiguous_enrolment_photo_is_refused_with_a_reason() {
     )
     .await;
     assert_eq!(s, 400, "{body}");
-    assert!(
-        element(&body, "message")
-            .unwrap_or_default()
-            .contains("2 faces"),
-        "{body}"
-    );
+    assert!(element(&body, "message").unwrap_or_default().contains("2 faces"), "{body}");
     let (_, parts) = get(&svc, "/api/v1/partitions", None).await;
     assert_eq!(
         parts["partitions"],
@@ -500,9 +404,7 @@ async fn spoof_rejection_carries_its_score() {
     .await;
     assert_eq!(s.as_u16(), 451, "{body}");
     assert_eq!(element(&body, "status").as_deref(), Some("SPOOF_DETECTED"));
-    let pad: f32 = element(&body, "pad_score")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0);
+    let pad: f32 = element(&body, "pad_score").and_then(|v| v.parse().ok()).unwrap_or(-1.0);
     assert!((0.0..=1.0).contains(&pad), "{body}");
 }
 
@@ -513,8 +415,7 @@ async fn partitions_never_mix_models() {
         // A partition written earlier by another recognizer.
         let dir = tmp.path().join("legacy");
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let mut store = facegate_actors::gallery::store::Store::open(&dir, 10)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut store = facegate_actors::gallery::store::Store::open(&dir, 10).unwrap_or_else(|e| panic!("{e}"));
         let w = facegate_actors::gallery::store::Write::Enrol {
             subject: "old".into(),
             vector: vec![1.0 / (512f32).sqrt(); 512],
@@ -532,11 +433,7 @@ async fn partitions_never_mix_models() {
         None,
     )
     .await;
-    assert_eq!(
-        (s.as_u16(), element(&body, "status").as_deref()),
-        (409, Some("CONFLICT")),
-        "{body}"
-    );
+    assert_eq!((s.as_u16(), element(&body, "status").as_deref()), (409, Some("CONFLICT")), "{body}");
     let (s, _) = post(
         &svc,
         "/api/v1/search",
@@ -558,110 +455,49 @@ async fn tenants_see_only_their_partitions() {
         rights: rights.iter().copied().collect(),
     };
     cfg.auth.keys = vec![
-        key(
-            "watch",
-            "watchlist-key-0123456789",
-            &["watchlist"],
-            &[Right::Search, Right::Enrol],
-        ),
-        key(
-            "staff",
-            "employees-key-0123456789",
-            &["employees"],
-            &[Right::Search, Right::Enrol],
-        ),
-        key(
-            "gate",
-            "watch-search-only-012345",
-            &["watchlist"],
-            &[Right::Search],
-        ),
+        key("watch", "watchlist-key-0123456789", &["watchlist"], &[Right::Search, Right::Enrol]),
+        key("staff", "employees-key-0123456789", &["employees"], &[Right::Search, Right::Enrol]),
+        key("gate", "watch-search-only-012345", &["watchlist"], &[Right::Search]),
         key("ops", "operations-key-012345678", &["*"], &[Right::Admin]),
     ];
     let svc = service!(cfg);
     let img = b64(&photo("obama.jpg"));
     let enrol = |p: &str| serde_json::json!({"image": img, "subject_id": "obama", "partition": p});
+    assert_eq!(post(&svc, "/api/v1/enrol", enrol("watchlist"), None).await.0, 401);
     assert_eq!(
-        post(&svc, "/api/v1/enrol", enrol("watchlist"), None)
+        post(&svc, "/api/v1/enrol", enrol("watchlist"), Some("wrong-key-000000000000"))
             .await
             .0,
         401
     );
     assert_eq!(
-        post(
-            &svc,
-            "/api/v1/enrol",
-            enrol("watchlist"),
-            Some("wrong-key-000000000000")
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        post(
-            &svc,
-            "/api/v1/enrol",
-            enrol("employees"),
-            Some("watchlist-key-0123456789")
-        )
-        .await
-        .0,
+        post(&svc, "/api/v1/enrol", enrol("employees"), Some("watchlist-key-0123456789"))
+            .await
+            .0,
         403
     );
     assert_eq!(
-        post(
-            &svc,
-            "/api/v1/enrol",
-            enrol("watchlist"),
-            Some("watch-search-only-012345")
-        )
-        .await
-        .0,
+        post(&svc, "/api/v1/enrol", enrol("watchlist"), Some("watch-search-only-012345"))
+            .await
+            .0,
         403
     );
     assert_eq!(
-        post(
-            &svc,
-            "/api/v1/enrol",
-            enrol("watchlist"),
-            Some("watchlist-key-0123456789")
-        )
-        .await
-        .0,
+        post(&svc, "/api/v1/enrol", enrol("watchlist"), Some("watchlist-key-0123456789"))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        post(
-            &svc,
-            "/api/v1/enrol",
-            enrol("employees"),
-            Some("employees-key-0123456789")
-        )
-        .await
-        .0,
+        post(&svc, "/api/v1/enrol", enrol("employees"), Some("employees-key-0123456789"))
+            .await
+            .0,
         200
     );
     let search = serde_json::json!({"image": b64(&photo("obama2.jpg")), "partition": "watchlist"});
-    let (s, body) = post(
-        &svc,
-        "/api/v1/search",
-        search.clone(),
-        Some("watch-search-only-012345"),
-    )
-    .await;
+    let (s, body) = post(&svc, "/api/v1/search", search.clone(), Some("watch-search-only-012345")).await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(
-        post(
-            &svc,
-            "/api/v1/search",
-            search,
-            Some("employees-key-0123456789")
-        )
-        .await
-        .0,
-        403
-    );
+    assert_eq!(post(&svc, "/api/v1/search", search, Some("employees-key-0123456789")).await.0, 403);
     assert_eq!(
         post(
             &svc,
@@ -678,18 +514,10 @@ async fn tenants_see_only_their_partitions() {
     let (_, p) = get(&svc, "/api/v1/partitions", Some("employees-key-0123456789")).await;
     assert_eq!(p, serde_json::json!({"partitions": ["employees"]}));
     let (_, st) = get(&svc, "/api/v1/stats", Some("watchlist-key-0123456789")).await;
-    assert_eq!(
-        st,
-        serde_json::json!({"total_subjects": 1, "partitions": {"watchlist": 1}})
-    );
+    assert_eq!(st, serde_json::json!({"total_subjects": 1, "partitions": {"watchlist": 1}}));
     let (_, st) = get(&svc, "/api/v1/stats", Some("operations-key-012345678")).await;
     assert_eq!(st["total_subjects"], 2);
-    assert_eq!(
-        get(&svc, "/metrics", Some("watchlist-key-0123456789"))
-            .await
-            .0,
-        403
-    );
+    assert_eq!(get(&svc, "/metrics", Some("watchlist-key-0123456789")).await.0, 403);
     let (s, m) = get(&svc, "/metrics", Some("operations-key-012345678")).await;
     assert_eq!(s, 200);
     let text = m.as_str().unwrap_or_default();
@@ -713,23 +541,15 @@ async fn overload_answers_503_with_retry_after() {
     let calls = (0..6).map(|i| {
         let req = test::TestRequest::post()
             .uri("/api/v1/enrol")
-            .set_payload(
-                serde_json::json!({"image": img, "subject_id": format!("s{i}")}).to_string(),
-            )
+            .set_payload(serde_json::json!({"image": img, "subject_id": format!("s{i}")}).to_string())
             .to_request();
         test::call_service(&svc, req)
     });
     let responses = futures_util::future::join_all(calls).await;
     let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
-    assert!(
-        statuses.contains(&200) && statuses.contains(&503),
-        "{statuses:?}"
-    );
+    assert!(statuses.contains(&200) && statuses.contains(&503), "{statuses:?}");
     for r in responses.iter().filter(|r| r.status() == 503) {
-        assert_eq!(
-            r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-            Some("1")
-        );
+        assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     }
 }
 
@@ -750,10 +570,7 @@ async fn health_request_ids_and_the_openapi_document() {
     ] {
         assert_eq!(h["components"][c], true, "{c}: {h}");
     }
-    assert_eq!(
-        h["components"]["onnx_mad"], false,
-        "no MAD model is configured"
-    );
+    assert_eq!(h["components"]["onnx_mad"], false, "no MAD model is configured");
     assert_eq!(h["runtime"]["onnxruntime"], "1.31.1");
     assert_eq!(h["runtime"]["execution_provider"], "CPUExecutionProvider");
 
@@ -765,31 +582,13 @@ async fn health_request_ids_and_the_openapi_document() {
             .to_request(),
     )
     .await;
-    assert_eq!(
-        res.headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok()),
-        Some("abc-123")
-    );
-    let res = test::call_service(
-        &svc,
-        test::TestRequest::get()
-            .uri("/api/v1/partitions")
-            .to_request(),
-    )
-    .await;
-    assert_eq!(
-        res.headers().get("x-request-id").map(|v| v.len()),
-        Some(36),
-        "a generated UUID"
-    );
+    assert_eq!(res.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("abc-123"));
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/api/v1/partitions").to_request()).await;
+    assert_eq!(res.headers().get("x-request-id").map(|v| v.len()), Some(36), "a generated UUID");
 
     let (s, doc) = get(&svc, "/api/v1/openapi.json", None).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        doc["openapi"].as_str().map(|v| v.starts_with("3.")),
-        Some(true)
-    );
+    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
     let routes = [
         ("/api/v1/search", "post"),
         ("/api/v1/verify", "post"),

@@ -9,8 +9,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::gallery::{
-    store, Applied, Candidate, GalleryActor, InjectFault, PartitionStatus, Shared, Stall, Write,
-    WriteMsg,
+    store, Applied, Candidate, GalleryActor, IndexKind, IndexSettings, InjectFault, PartitionStatus, Shared, Stall, Write, WriteMsg,
 };
 use crate::names::{validate_partition, validate_subject};
 use crate::GalleryError;
@@ -22,6 +21,13 @@ pub struct GalleryConfig {
     pub data_dir: PathBuf,
     /// Templates kept per subject; an enrolment beyond it replaces the oldest.
     pub max_templates_per_subject: usize,
+    /// "exact" (FAISS Flat) or "ivf" (FAISS IVF-Flat, for large partitions).
+    pub index: IndexKind,
+    /// IVF: inverted lists, lists probed per search, and the partition size below which
+    /// a partition stays exact (it is trained when it loads past this size).
+    pub ivf_nlist: u32,
+    pub ivf_nprobe: u32,
+    pub ivf_min_templates: usize,
 }
 
 impl Default for GalleryConfig {
@@ -29,6 +35,21 @@ impl Default for GalleryConfig {
         Self {
             data_dir: PathBuf::from("data"),
             max_templates_per_subject: 10,
+            index: IndexKind::Exact,
+            ivf_nlist: 1024,
+            ivf_nprobe: 32,
+            ivf_min_templates: 100_000,
+        }
+    }
+}
+
+impl GalleryConfig {
+    fn index_settings(&self) -> IndexSettings {
+        IndexSettings {
+            kind: self.index,
+            nlist: self.ivf_nlist.max(1),
+            nprobe: self.ivf_nprobe.max(1),
+            min_templates: self.ivf_min_templates,
         }
     }
 }
@@ -37,6 +58,7 @@ impl Default for GalleryConfig {
 struct Partition {
     addr: Addr<GalleryActor>,
     shared: Arc<Shared>,
+    arbiter: ArbiterHandle,
 }
 
 /// One partition's line in stats and health.
@@ -84,11 +106,16 @@ impl GalleryDirectory {
                     name.to_string(),
                     self.dim,
                     self.cfg.max_templates_per_subject,
+                    self.cfg.index_settings(),
                 );
                 // Each partition has its own thread: a slow fsync in one never delays another.
                 let arbiter = Arbiter::new();
                 let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-                Partition { addr, shared }
+                Partition {
+                    addr,
+                    shared,
+                    arbiter: arbiter.handle(),
+                }
             })
             .clone()
     }
@@ -138,14 +165,7 @@ impl GalleryDirectory {
     }
 
     /// Store a template durably; creates the partition on its first enrolment.
-    pub async fn enrol(
-        &self,
-        partition: &str,
-        subject: &str,
-        vector: Vec<f32>,
-        model_id: &str,
-        quality: f32,
-    ) -> Result<(), GalleryError> {
+    pub async fn enrol(&self, partition: &str, subject: &str, vector: Vec<f32>, model_id: &str, quality: f32) -> Result<(), GalleryError> {
         validate_partition(partition)?;
         validate_subject(subject)?;
         let p = self.start(partition);
@@ -173,15 +193,7 @@ impl GalleryDirectory {
     pub async fn delete(&self, partition: &str, subject: &str) -> Result<(), GalleryError> {
         validate_subject(subject)?;
         let p = self.get(partition)?;
-        match self
-            .write(
-                &p,
-                Write::Delete {
-                    subject: subject.into(),
-                },
-            )
-            .await?
-        {
+        match self.write(&p, Write::Delete { subject: subject.into() }).await? {
             Applied::Deleted { .. } => Ok(()),
             Applied::NotFound => Err(GalleryError::SubjectNotFound(subject.into())),
             other => Err(GalleryError::Storage {
@@ -205,13 +217,7 @@ impl GalleryDirectory {
         blocking(&p, move |s| s.search(&query, &model_id, top_k, min_score)).await
     }
 
-    pub async fn verify(
-        &self,
-        partition: &str,
-        subject: &str,
-        query: Vec<f32>,
-        model_id: &str,
-    ) -> Result<f32, GalleryError> {
+    pub async fn verify(&self, partition: &str, subject: &str, query: Vec<f32>, model_id: &str) -> Result<f32, GalleryError> {
         validate_subject(subject)?;
         let p = self.get(partition)?;
         let (subject, model_id) = (subject.to_string(), model_id.to_string());
@@ -227,9 +233,7 @@ impl GalleryDirectory {
     /// The index layer answers: a real FAISS call on a scratch index and on every ready
     /// partition.
     pub fn probe(&self) -> bool {
-        let scratch = crate::gallery::GalleryIndex::new(self.dim)
-            .map(|i| i.probe())
-            .unwrap_or(false);
+        let scratch = crate::gallery::GalleryIndex::new(self.dim).map(|i| i.probe()).unwrap_or(false);
         scratch
             && self
                 .partitions
@@ -242,6 +246,15 @@ impl GalleryDirectory {
         self.dim
     }
 
+    /// Stop every partition's actor and thread (queued writes are committed first), and
+    /// forget them.
+    pub fn shutdown(&self) {
+        for p in self.partitions.iter() {
+            p.arbiter.stop();
+        }
+        self.partitions.clear();
+    }
+
     /// Make one partition's actor panic (fault-isolation tests and drills).
     pub async fn inject_fault(&self, partition: &str) -> Result<(), GalleryError> {
         let p = self.get(partition)?;
@@ -252,11 +265,7 @@ impl GalleryDirectory {
     }
 
     /// Occupy one partition's writer for `d`, as a slow disk would (concurrency tests).
-    pub fn stall_writer(
-        &self,
-        partition: &str,
-        d: std::time::Duration,
-    ) -> Result<(), GalleryError> {
+    pub fn stall_writer(&self, partition: &str, d: std::time::Duration) -> Result<(), GalleryError> {
         let p = self.get(partition)?;
         p.addr.do_send(Stall(d));
         Ok(())

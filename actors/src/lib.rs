@@ -11,5 +11,5 @@ pub mod pool;
 
 pub use directory::{GalleryConfig, GalleryDirectory};
 pub use error::GalleryError;
-pub use gallery::{Candidate, PartitionStatus};
+pub use gallery::{Candidate, IndexKind, PartitionStatus};
 pub use pool::{PipelinePool, PoolConfig, PoolError};

@@ -12,9 +12,7 @@ pub fn validate_partition(name: &str) -> Result<(), GalleryError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_PARTITION_LEN
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -27,10 +25,7 @@ pub fn validate_partition(name: &str) -> Result<(), GalleryError> {
 /// 1-128 bytes of UTF-8 without control characters and without leading or trailing
 /// whitespace. Subject ids are data, never paths, so '<', '&' or '/' are allowed.
 pub fn validate_subject(id: &str) -> Result<(), GalleryError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_SUBJECT_LEN
-        && !id.chars().any(char::is_control)
-        && id.trim() == id;
+    let ok = !id.is_empty() && id.len() <= MAX_SUBJECT_LEN && !id.chars().any(char::is_control) && id.trim() == id;
     if ok {
         Ok(())
     } else {

@@ -75,9 +75,7 @@ impl Handler<Analyze> for PipelineWorker {
         let Some(pipeline) = self.pipeline.as_mut() else {
             return Err(PoolError::WorkerFailed);
         };
-        match catch_unwind(AssertUnwindSafe(|| {
-            pipeline.analyze(&msg.bytes, msg.purpose)
-        })) {
+        match catch_unwind(AssertUnwindSafe(|| pipeline.analyze(&msg.bytes, msg.purpose))) {
             Ok(result) => Ok(result?),
             Err(_) => {
                 tracing::error!("pipeline worker panicked; restarting it with fresh sessions");
@@ -123,19 +121,12 @@ pub struct PipelinePool {
 impl PipelinePool {
     /// Load ONNX Runtime, check every model file, load and warm up each worker's sessions.
     /// Any failure stops here, naming the file: the service never starts half-working.
-    pub fn start(
-        pool: &PoolConfig,
-        cfg: &PipelineConfig,
-        ort_library: &std::path::Path,
-        provider: &str,
-    ) -> Result<Self, ModelError> {
+    pub fn start(pool: &PoolConfig, cfg: &PipelineConfig, ort_library: &std::path::Path, provider: &str) -> Result<Self, ModelError> {
         cfg.validate()?;
         let runtime = runtime::init(ort_library, provider)?;
         let files = Pipeline::verify_files(cfg)?;
         let workers = if pool.workers == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             pool.workers
         };
@@ -144,9 +135,7 @@ impl PipelinePool {
             let mut p = Pipeline::load(cfg)?;
             let warm = p.probe();
             if !(warm.detection && warm.recognition && warm.quality && warm.pad) {
-                return Err(ModelError::Runtime(format!(
-                    "warm-up pass failed: {warm:?}"
-                )));
+                return Err(ModelError::Runtime(format!("warm-up pass failed: {warm:?}")));
             }
             ready.push(p);
         }

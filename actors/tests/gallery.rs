@@ -17,20 +17,13 @@ fn unit(seed: u32) -> Vec<f32> {
 }
 
 fn open(dir: &std::path::Path) -> Arc<GalleryDirectory> {
-    let cfg = GalleryConfig {
-        data_dir: dir.to_path_buf(),
-        max_templates_per_subject: 3,
-    };
+    let cfg = GalleryConfig { data_dir: dir.to_path_buf(), max_templates_per_subject: 3, ..GalleryConfig::default() };
     GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn until_ready(g: &GalleryDirectory, partition: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while g
-        .info()
-        .iter()
-        .any(|p| p.name == partition && p.status != PartitionStatus::Ready)
-    {
+    while g.info().iter().any(|p| p.name == partition && p.status != PartitionStatus::Ready) {
         assert!(Instant::now() < deadline, "{partition} never became ready");
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
@@ -44,26 +37,18 @@ async fn acknowledged_enrolments_survive_a_restart() {
         let writes: Vec<_> = (0..50)
             .map(|i| {
                 let g = g.clone();
-                async move {
-                    g.enrol("default", &format!("p{i}"), unit(i), "m1", 0.9)
-                        .await
-                }
+                async move { g.enrol("default", &format!("p{i}"), unit(i), "m1", 0.9).await }
             })
             .collect();
         for r in futures_join(writes).await {
             r.unwrap_or_else(|e| panic!("{e}"));
         }
-        g.delete("default", "p7")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        g.delete("default", "p7").await.unwrap_or_else(|e| panic!("{e}"));
     }
     let g = open(tmp.path());
     until_ready(&g, "default").await;
     assert_eq!(g.names(), vec!["default"]);
-    let hits = g
-        .search("default", unit(3), "m1", 1, 0.0)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let hits = g.search("default", unit(3), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hits[0].subject_id, "p3");
     assert_eq!(g.info()[0].subjects, Some(49));
     assert_eq!(
@@ -80,35 +65,22 @@ async fn searches_complete_while_a_write_is_stalled() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // The writer is busy for 2 s (as a slow fsync would be) and an enrolment queues behind it.
-    g.stall_writer("default", Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("{e}"));
+    g.stall_writer("default", Duration::from_secs(2)).unwrap_or_else(|e| panic!("{e}"));
     let writer = {
         let g = g.clone();
         actix_rt::spawn(async move { g.enrol("default", "bob", unit(2), "m1", 0.9).await })
     };
     let start = Instant::now();
     for _ in 0..20 {
-        let hits = g
-            .search("default", unit(1), "m1", 5, 0.0)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let hits = g.search("default", unit(1), "m1", 5, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits[0].subject_id, "alice");
     }
     let searched = start.elapsed();
-    assert!(
-        !writer.is_finished(),
-        "the write should still be waiting for the stalled writer"
-    );
-    writer
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!writer.is_finished(), "the write should still be waiting for the stalled writer");
+    writer.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
     let waited = start.elapsed();
     // The ordering, not a timing budget: all searches were answered before the write was.
-    assert!(
-        searched < waited,
-        "searches {searched:?} vs write {waited:?}"
-    );
+    assert!(searched < waited, "searches {searched:?} vs write {waited:?}");
 }
 
 #[actix_rt::test]
@@ -123,9 +95,7 @@ async fn a_fault_in_one_partition_leaves_the_others_serving() {
         .unwrap_or_else(|e| panic!("{e}"));
     g.stall_writer("watchlist", Duration::from_millis(300))
         .unwrap_or_else(|e| panic!("{e}"));
-    g.inject_fault("watchlist")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    g.inject_fault("watchlist").await.unwrap_or_else(|e| panic!("{e}"));
     // The other partition answers throughout.
     let hits = g
         .search("employees", unit(20), "m1", 1, 0.0)
@@ -151,15 +121,9 @@ async fn templates_of_another_model_are_refused_not_compared() {
     g.enrol("default", "a", unit(1), "arcface-w600k-mbf", 0.9)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = g
-        .enrol("default", "b", unit(2), "arcface-w600k-r50", 0.9)
-        .await
-        .unwrap_err();
+    let err = g.enrol("default", "b", unit(2), "arcface-w600k-r50", 0.9).await.unwrap_err();
     assert!(matches!(err, GalleryError::ModelMismatch { .. }), "{err:?}");
-    let err = g
-        .search("default", unit(1), "arcface-w600k-r50", 1, 0.0)
-        .await
-        .unwrap_err();
+    let err = g.search("default", unit(1), "arcface-w600k-r50", 1, 0.0).await.unwrap_err();
     assert!(matches!(err, GalleryError::ModelMismatch { .. }), "{err:?}");
 }
 
@@ -176,11 +140,7 @@ async fn several_templates_per_subject_one_answer_each() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let info = &g.info()[0];
-    assert_eq!(
-        (info.subjects, info.templates),
-        (Some(2), Some(4)),
-        "3 templates kept for alice"
-    );
+    assert_eq!((info.subjects, info.templates), (Some(2), Some(4)), "3 templates kept for alice");
     let hits = g
         .search("default", unit(104), "m1", 5, -1.0)
         .await
@@ -193,9 +153,7 @@ async fn several_templates_per_subject_one_answer_each() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(s < 0.99, "{s}");
-    g.delete("default", "alice")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    g.delete("default", "alice").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         g.delete("default", "alice").await,
         Err(GalleryError::SubjectNotFound("alice".into()))
@@ -208,6 +166,41 @@ async fn several_templates_per_subject_one_answer_each() {
         g.search("../etc", unit(1), "m1", 1, 0.0).await,
         Err(GalleryError::InvalidName(_))
     ));
+}
+
+#[actix_rt::test]
+async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = GalleryConfig {
+        data_dir: tmp.path().to_path_buf(),
+        index: facegate_actors::gallery::IndexKind::Ivf,
+        ivf_nlist: 4,
+        ivf_nprobe: 2,
+        ivf_min_templates: 300,
+        ..GalleryConfig::default()
+    };
+    {
+        let g = GalleryDirectory::open(cfg.clone(), DIM).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..400 {
+            g.enrol("big", &format!("p{i}"), unit(i), "m1", 0.9)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let g = GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"));
+    until_ready(&g, "big").await;
+    for i in [0, 123, 399] {
+        let hits = g.search("big", unit(i), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hits[0].subject_id, format!("p{i}"));
+        let s = g
+            .verify("big", &format!("p{i}"), unit(i), "m1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!((s - 1.0).abs() < 1e-5);
+    }
+    g.delete("big", "p123").await.unwrap_or_else(|e| panic!("{e}"));
+    let hits = g.search("big", unit(123), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(hits[0].subject_id, "p123");
 }
 
 async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {

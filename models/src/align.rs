@@ -43,10 +43,7 @@ impl Similarity {
     }
 
     pub fn apply(&self, p: [f32; 2]) -> [f32; 2] {
-        [
-            self.a * p[0] - self.b * p[1] + self.tx,
-            self.b * p[0] + self.a * p[1] + self.ty,
-        ]
+        [self.a * p[0] - self.b * p[1] + self.tx, self.b * p[0] + self.a * p[1] + self.ty]
     }
 
     pub fn scale(&self) -> f32 {
@@ -82,12 +79,7 @@ pub struct AlignedFace {
 
 /// Warp `image` so that `landmarks` land on `template` in a `size`x`size` crop. Pixels
 /// from outside the image are black, as in InsightFace's reference alignment.
-pub fn align(
-    image: &RgbImage,
-    landmarks: &[[f32; 2]; 5],
-    template: &[[f32; 2]; 5],
-    size: u32,
-) -> Option<AlignedFace> {
+pub fn align(image: &RgbImage, landmarks: &[[f32; 2]; 5], template: &[[f32; 2]; 5], size: u32) -> Option<AlignedFace> {
     let transform = Similarity::estimate(landmarks, template)?;
     let inv = transform.inverse();
     let mut out = RgbImage::new(size, size);
@@ -120,12 +112,7 @@ pub fn bilinear(image: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
             [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]
         }
     };
-    let (p00, p10, p01, p11) = (
-        at(x0, y0),
-        at(x0 + 1, y0),
-        at(x0, y0 + 1),
-        at(x0 + 1, y0 + 1),
-    );
+    let (p00, p10, p01, p11) = (at(x0, y0), at(x0 + 1, y0), at(x0, y0 + 1), at(x0 + 1, y0 + 1));
     let mut px = [0u8; 3];
     for c in 0..3 {
         let top = p00[c] * (1.0 - fx) + p10[c] * fx;
@@ -148,19 +135,10 @@ mod tests {
             tx: 12.0,
             ty: -4.0,
         };
-        let src = [
-            [100.0, 120.0],
-            [160.0, 118.0],
-            [130.0, 150.0],
-            [108.0, 180.0],
-            [155.0, 179.0],
-        ];
+        let src = [[100.0, 120.0], [160.0, 118.0], [130.0, 150.0], [108.0, 180.0], [155.0, 179.0]];
         let dst = src.map(|p| truth.apply(p));
         let est = Similarity::estimate(&src, &dst).unwrap_or_else(|| panic!("degenerate"));
-        for (got, want) in [est.a, est.b, est.tx, est.ty]
-            .iter()
-            .zip([0.8, 0.3, 12.0, -4.0])
-        {
+        for (got, want) in [est.a, est.b, est.tx, est.ty].iter().zip([0.8, 0.3, 12.0, -4.0]) {
             assert!((got - want).abs() < 1e-3, "{got} vs {want}");
         }
         let back = est.inverse().apply(est.apply([3.0, 7.0]));

@@ -204,20 +204,12 @@ impl PipelineConfig {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(ModelError::Config(format!(
-                    "{name} = {v} must be within 0..1"
-                )))
+                Err(ModelError::Config(format!("{name} = {v} must be within 0..1")))
             }
         };
-        unit(
-            "pipeline.detector.score_threshold",
-            self.detector.score_threshold,
-        )?;
+        unit("pipeline.detector.score_threshold", self.detector.score_threshold)?;
         unit("pipeline.detector.nms_iou", self.detector.nms_iou)?;
-        unit(
-            "pipeline.detector.ambiguous_ratio",
-            self.detector.ambiguous_ratio,
-        )?;
+        unit("pipeline.detector.ambiguous_ratio", self.detector.ambiguous_ratio)?;
         unit("pipeline.quality.threshold", self.quality.threshold)?;
         unit("pipeline.pad.threshold", self.pad.threshold)?;
         unit("pipeline.mad.threshold", self.mad.threshold)?;
@@ -227,9 +219,7 @@ impl PipelineConfig {
             ));
         }
         if self.detector.max_side < 64 {
-            return Err(ModelError::Config(
-                "pipeline.detector.max_side must be at least 64".into(),
-            ));
+            return Err(ModelError::Config("pipeline.detector.max_side must be at least 64".into()));
         }
         if self.recognizer.input_size < 32 || self.recognizer.std == 0.0 {
             return Err(ModelError::Config(
@@ -237,19 +227,13 @@ impl PipelineConfig {
             ));
         }
         if self.recognizer.model_id.is_empty() {
-            return Err(ModelError::Config(
-                "pipeline.recognizer.model_id must not be empty".into(),
-            ));
+            return Err(ModelError::Config("pipeline.recognizer.model_id must not be empty".into()));
         }
         if self.limits.max_pixels == 0 || self.limits.max_image_bytes == 0 {
-            return Err(ModelError::Config(
-                "pipeline.limits must be positive".into(),
-            ));
+            return Err(ModelError::Config("pipeline.limits must be positive".into()));
         }
         if self.pad.crop_scale < 1.0 {
-            return Err(ModelError::Config(
-                "pipeline.pad.crop_scale must be at least 1".into(),
-            ));
+            return Err(ModelError::Config("pipeline.pad.crop_scale must be at least 1".into()));
         }
         Ok(())
     }

@@ -15,11 +15,7 @@ pub enum DecodeError {
     #[error("the image is {size} bytes, over the limit of {limit}")]
     TooManyBytes { size: usize, limit: usize },
     #[error("the image is {width}x{height} pixels, over the limit ({limit})")]
-    TooManyPixels {
-        width: u32,
-        height: u32,
-        limit: String,
-    },
+    TooManyPixels { width: u32, height: u32, limit: String },
     #[error("unsupported image format (send JPEG or PNG)")]
     UnsupportedFormat,
     #[error("the image could not be decoded: {0}")]
@@ -29,10 +25,7 @@ pub enum DecodeError {
 impl DecodeError {
     /// Over a size limit (413 in the API) rather than malformed (400).
     pub fn is_too_large(&self) -> bool {
-        matches!(
-            self,
-            DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. }
-        )
+        matches!(self, DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. })
     }
 }
 
@@ -103,11 +96,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
 /// marker, so FF D9 there can only be the real end; an EXIF thumbnail's own FF D9 comes
 /// before the main image's scans.
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last = |marker: u8| {
-        bytes
-            .windows(2)
-            .rposition(|w| w[0] == 0xFF && w[1] == marker)
-    };
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
     match (last(0xDA), last(0xD9)) {
         (Some(sos), Some(eoi)) => eoi > sos,
         _ => false,
@@ -133,8 +122,7 @@ pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     let mut bytes = Vec::new();
     let encoder = image::codecs::png::PngEncoder::new(&mut bytes);
     // Encoding one pixel into a Vec cannot fail.
-    let _ =
-        image::ImageEncoder::write_image(encoder, &[0, 0, 0], 1, 1, image::ExtendedColorType::Rgb8);
+    let _ = image::ImageEncoder::write_image(encoder, &[0, 0, 0], 1, 1, image::ExtendedColorType::Rgb8);
     bytes[16..20].copy_from_slice(&width.to_be_bytes());
     bytes[20..24].copy_from_slice(&height.to_be_bytes());
     let crc = crc32(&bytes[12..29]);
@@ -147,11 +135,7 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -176,18 +160,14 @@ mod tests {
     fn odd_colour_types_decode_to_rgb() {
         use image::ExtendedColorType::*;
         for color in [L8, La8, Rgba8, L16, Rgb16, Rgba16] {
-            let img = decode(&png(7, 5, color), &ImageLimits::default())
-                .unwrap_or_else(|e| panic!("{color:?}: {e}"));
+            let img = decode(&png(7, 5, color), &ImageLimits::default()).unwrap_or_else(|e| panic!("{color:?}: {e}"));
             assert_eq!(img.dimensions(), (7, 5), "{color:?}");
         }
     }
 
     #[test]
     fn empty_and_garbage_are_refused() {
-        assert_eq!(
-            decode(b"", &ImageLimits::default()),
-            Err(DecodeError::Empty)
-        );
+        assert_eq!(decode(b"", &ImageLimits::default()), Err(DecodeError::Empty));
         assert_eq!(
             decode(b"hello, not an image", &ImageLimits::default()),
             Err(DecodeError::UnsupportedFormat)
@@ -198,10 +178,7 @@ mod tests {
     fn truncated_png_is_a_clean_error() {
         let mut bytes = png(64, 64, image::ExtendedColorType::Rgb8);
         bytes.truncate(bytes.len() / 2);
-        assert!(matches!(
-            decode(&bytes, &ImageLimits::default()),
-            Err(DecodeError::Corrupt(_))
-        ));
+        assert!(matches!(decode(&bytes, &ImageLimits::default()), Err(DecodeError::Corrupt(_))));
     }
 
     #[test]

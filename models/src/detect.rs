@@ -41,23 +41,15 @@ pub struct RetinaFace {
     cfg: DetectorConfig,
 }
 
-const STRIDES: [(u32, [f32; 2]); 3] =
-    [(8, [16.0, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])];
+const STRIDES: [(u32, [f32; 2]); 3] = [(8, [16.0, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])];
 const MEAN_BGR: [f32; 3] = [104.0, 117.0, 127.0];
 const VARIANCE: [f32; 2] = [0.1, 0.2];
 
 impl RetinaFace {
-    pub fn load(
-        path: &std::path::Path,
-        cfg: &DetectorConfig,
-        intra_threads: usize,
-    ) -> Result<Self, ModelError> {
+    pub fn load(path: &std::path::Path, cfg: &DetectorConfig, intra_threads: usize) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         runtime::expect_input(&session, "detector", &[1, 3, -1, -1])?;
-        Ok(Self {
-            session,
-            cfg: cfg.clone(),
-        })
+        Ok(Self { session, cfg: cfg.clone() })
     }
 }
 
@@ -85,25 +77,16 @@ impl FaceDetector for RetinaFace {
             tensor[[0, 1, y, x]] = f32::from(p[1]) - MEAN_BGR[1];
             tensor[[0, 2, y, x]] = f32::from(p[0]) - MEAN_BGR[2];
         }
-        let outputs = self
-            .session
-            .run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
+        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, loc) = outputs["loc"].try_extract_tensor::<f32>()?;
         let (_, conf) = outputs["conf"].try_extract_tensor::<f32>()?;
         let (_, landm) = outputs["landmarks"].try_extract_tensor::<f32>()?;
 
         let anchors = anchors(w, h);
-        if loc.len() != anchors.len() * 4
-            || conf.len() != anchors.len() * 2
-            || landm.len() != anchors.len() * 10
-        {
+        if loc.len() != anchors.len() * 4 || conf.len() != anchors.len() * 2 || landm.len() != anchors.len() * 10 {
             return Err(ModelError::Shape {
                 model: "detector".into(),
-                reason: format!(
-                    "{} anchors expected, outputs hold {}",
-                    anchors.len(),
-                    conf.len() / 2
-                ),
+                reason: format!("{} anchors expected, outputs hold {}", anchors.len(), conf.len() / 2),
             });
         }
         let inv = 1.0 / scale;
@@ -131,16 +114,8 @@ impl FaceDetector for RetinaFace {
                 lm[0] = (a[0] + p[2 * k] * VARIANCE[0] * a[2]) * fw;
                 lm[1] = (a[1] + p[2 * k + 1] * VARIANCE[0] * a[3]) * fh;
             }
-            if bbox
-                .iter()
-                .chain(landmarks.iter().flatten())
-                .all(|v| v.is_finite())
-            {
-                faces.push(Face {
-                    bbox,
-                    score,
-                    landmarks,
-                });
+            if bbox.iter().chain(landmarks.iter().flatten()).all(|v| v.is_finite()) {
+                faces.push(Face { bbox, score, landmarks });
             }
         }
         let mut kept = nms(faces, self.cfg.nms_iou);

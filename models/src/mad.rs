@@ -37,9 +37,7 @@ impl MorphDetector for OnnxMad {
                 t[[0, c, y as usize, x as usize]] = f32::from(p[c]) / 255.0;
             }
         }
-        let outputs = self
-            .session
-            .run(ort::inputs![TensorRef::from_array_view(&t)?])?;
+        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let score = match out {
             [p] => *p,

@@ -78,12 +78,7 @@ pub struct VerifiedFile {
 
 /// Check `path` against the manifest (or against `pinned` for a user's own file). A
 /// mismatch names the file and what to run.
-pub fn verify(
-    manifest: &Manifest,
-    role: &str,
-    path: &Path,
-    pinned: &str,
-) -> Result<VerifiedFile, ModelError> {
+pub fn verify(manifest: &Manifest, role: &str, path: &Path, pinned: &str) -> Result<VerifiedFile, ModelError> {
     if !path.is_file() {
         return Err(ModelError::File {
             path: path.to_path_buf(),
@@ -91,15 +86,9 @@ pub fn verify(
         });
     }
     let got = sha256_file(path)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let entry = manifest.entry(name);
-    let want = entry
-        .map(|e| e.sha256.as_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or(pinned);
+    let want = entry.map(|e| e.sha256.as_str()).filter(|s| !s.is_empty()).unwrap_or(pinned);
     if !want.is_empty() && !want.eq_ignore_ascii_case(&got) {
         return Err(ModelError::File {
             path: path.to_path_buf(),
@@ -113,9 +102,7 @@ pub fn verify(
         licence: entry
             .map(|e| e.licence.clone())
             .unwrap_or_else(|| "not in the manifest (user-supplied file)".into()),
-        source: entry
-            .map(|e| e.requirement.clone())
-            .unwrap_or_else(|| "user-supplied".into()),
+        source: entry.map(|e| e.requirement.clone()).unwrap_or_else(|| "user-supplied".into()),
     })
 }
 
@@ -138,13 +125,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_default();
         let path = dir.join("w600k_mbf.onnx");
         std::fs::write(&path, b"not the model").unwrap_or_default();
-        let err = verify(&Manifest::load(), "recognize", &path, "")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("w600k_mbf.onnx") && err.contains("fetch.py"),
-            "{err}"
-        );
+        let err = verify(&Manifest::load(), "recognize", &path, "").unwrap_err().to_string();
+        assert!(err.contains("w600k_mbf.onnx") && err.contains("fetch.py"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -30,26 +30,17 @@ pub struct OnnxPad {
 const SIZE: usize = 128;
 
 impl OnnxPad {
-    pub fn load(
-        path: &std::path::Path,
-        cfg: &PadConfig,
-        intra_threads: usize,
-    ) -> Result<Self, ModelError> {
+    pub fn load(path: &std::path::Path, cfg: &PadConfig, intra_threads: usize) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         runtime::expect_input(&session, "pad", &[1, 3, SIZE as i64, SIZE as i64])?;
-        Ok(Self {
-            session,
-            cfg: cfg.clone(),
-        })
+        Ok(Self { session, cfg: cfg.clone() })
     }
 }
 
 impl PresentationAttackDetector for OnnxPad {
     fn live_score(&mut self, image: &RgbImage, face: &Face) -> Result<f32, ModelError> {
         let tensor = crop_tensor(image, face, self.cfg.crop_scale);
-        let outputs = self
-            .session
-            .run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
+        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, logits) = outputs[0].try_extract_tensor::<f32>()?;
         let probs = softmax(logits);
         probs
@@ -58,11 +49,7 @@ impl PresentationAttackDetector for OnnxPad {
             .filter(|p| p.is_finite())
             .ok_or_else(|| ModelError::Shape {
                 model: "pad".into(),
-                reason: format!(
-                    "{} outputs, live class {}",
-                    logits.len(),
-                    self.cfg.live_class
-                ),
+                reason: format!("{} outputs, live class {}", logits.len(), self.cfg.live_class),
             })
     }
 }
@@ -72,10 +59,7 @@ fn crop_window(w: u32, h: u32, face: &Face, scale: f32) -> (u32, u32, u32, u32) 
     let (wf, hf) = (w as f32 - 1.0, h as f32 - 1.0);
     // Square box of side = face height around the box centre, clamped to the image.
     let side = face.height().max(1.0);
-    let (cx, cy) = (
-        (face.bbox[0] + face.bbox[2]) / 2.0,
-        (face.bbox[1] + face.bbox[3]) / 2.0,
-    );
+    let (cx, cy) = ((face.bbox[0] + face.bbox[2]) / 2.0, (face.bbox[1] + face.bbox[3]) / 2.0);
     let x1 = (cx - side / 2.0).max(0.0).trunc();
     let y1 = (cy - side / 2.0).max(0.0).trunc();
     let x2 = (cx + side / 2.0).min(wf).trunc();
@@ -85,12 +69,7 @@ fn crop_window(w: u32, h: u32, face: &Face, scale: f32) -> (u32, u32, u32, u32) 
     let s = (hf / bh).min(wf / bw).min(scale).max(0.0);
     let (nw, nh) = (bw * s, bh * s);
     let (bcx, bcy) = (x1 + bw / 2.0, y1 + bh / 2.0);
-    let (mut lx, mut rx, mut ly, mut ry) = (
-        bcx - nw / 2.0,
-        bcx + nw / 2.0,
-        bcy - nh / 2.0,
-        bcy + nh / 2.0,
-    );
+    let (mut lx, mut rx, mut ly, mut ry) = (bcx - nw / 2.0, bcx + nw / 2.0, bcy - nh / 2.0, bcy + nh / 2.0);
     if lx < 0.0 {
         rx -= lx;
         lx = 0.0;

@@ -47,9 +47,7 @@ pub enum Rejection {
     DecodeFailed(DecodeError),
     #[error("no face was detected in the image")]
     NoFace,
-    #[error(
-        "{count} faces of similar size were detected; an enrolment photo must show one person"
-    )]
+    #[error("{count} faces of similar size were detected; an enrolment photo must show one person")]
     MultipleFaces { count: usize },
     #[error("face quality {score:.2} is below the threshold {threshold:.2}")]
     QualityRejected { score: f32, threshold: f32 },
@@ -148,22 +146,12 @@ impl Pipeline {
         let manifest = Manifest::load();
         let mut files = vec![
             manifest::verify(&manifest, "detect", &cfg.path(&cfg.detector.file), "")?,
-            manifest::verify(
-                &manifest,
-                "recognize",
-                &cfg.path(&cfg.recognizer.file),
-                &cfg.recognizer.sha256,
-            )?,
+            manifest::verify(&manifest, "recognize", &cfg.path(&cfg.recognizer.file), &cfg.recognizer.sha256)?,
             manifest::verify(&manifest, "quality", &cfg.path(&cfg.quality.file), "")?,
             manifest::verify(&manifest, "pad", &cfg.path(&cfg.pad.file), "")?,
         ];
         if !cfg.mad.file.as_os_str().is_empty() {
-            files.push(manifest::verify(
-                &manifest,
-                "mad",
-                &cfg.path(&cfg.mad.file),
-                "",
-            )?);
+            files.push(manifest::verify(&manifest, "mad", &cfg.path(&cfg.mad.file), "")?);
         }
         Ok(files)
     }
@@ -178,19 +166,11 @@ impl Pipeline {
             MadGate::Model(Box::new(OnnxMad::load(&cfg.path(&cfg.mad.file), t)?))
         };
         Ok(Self {
-            detector: Box::new(RetinaFace::load(
-                &cfg.path(&cfg.detector.file),
-                &cfg.detector,
-                t,
-            )?),
+            detector: Box::new(RetinaFace::load(&cfg.path(&cfg.detector.file), &cfg.detector, t)?),
             pad: Box::new(OnnxPad::load(&cfg.path(&cfg.pad.file), &cfg.pad, t)?),
             mad,
             quality: Box::new(OnnxQuality::load(&cfg.path(&cfg.quality.file), t)?),
-            recognizer: Box::new(OnnxRecognizer::load(
-                &cfg.path(&cfg.recognizer.file),
-                &cfg.recognizer,
-                t,
-            )?),
+            recognizer: Box::new(OnnxRecognizer::load(&cfg.path(&cfg.recognizer.file), &cfg.recognizer, t)?),
             cfg: cfg.clone(),
         })
     }
@@ -210,19 +190,11 @@ impl Pipeline {
     /// Run every model once on a synthetic image: the warm-up at start and the health
     /// probe. A model that fails reports false; nothing is assumed.
     pub fn probe(&mut self) -> ModelHealth {
-        let image = RgbImage::from_fn(160, 160, |x, y| {
-            image::Rgb([(x + y) as u8, 128, (x * 2) as u8])
-        });
+        let image = RgbImage::from_fn(160, 160, |x, y| image::Rgb([(x + y) as u8, 128, (x * 2) as u8]));
         let face = Face {
             bbox: [40.0, 30.0, 120.0, 130.0],
             score: 1.0,
-            landmarks: [
-                [62.0, 70.0],
-                [98.0, 70.0],
-                [80.0, 90.0],
-                [66.0, 110.0],
-                [94.0, 110.0],
-            ],
+            landmarks: [[62.0, 70.0], [98.0, 70.0], [80.0, 90.0], [66.0, 110.0], [94.0, 110.0]],
         };
         let aligned = align::align(
             &image,
@@ -238,24 +210,11 @@ impl Pipeline {
             }
         };
         let detection = ok(self.detector.detect(&image).map(|_| true), "detection");
-        let pad = ok(
-            self.pad.live_score(&image, &face).map(|s| s.is_finite()),
-            "pad",
-        );
+        let pad = ok(self.pad.live_score(&image, &face).map(|s| s.is_finite()), "pad");
         let (quality, recognition, mad) = match &aligned {
             Some(a) => (
-                ok(
-                    self.quality
-                        .assess(&image, &face, a)
-                        .map(|r| r.score.is_finite()),
-                    "quality",
-                ),
-                ok(
-                    self.recognizer
-                        .embed(a)
-                        .map(|v| v.len() == self.recognizer.dim()),
-                    "recognition",
-                ),
+                ok(self.quality.assess(&image, &face, a).map(|r| r.score.is_finite()), "quality"),
+                ok(self.recognizer.embed(a).map(|v| v.len() == self.recognizer.dim()), "recognition"),
                 match &mut self.mad {
                     MadGate::Model(m) => ok(m.morph_score(a).map(|s| s.is_finite()), "mad"),
                     MadGate::NotConfigured => false,
@@ -292,20 +251,11 @@ impl Pipeline {
     }
 
     /// Analyse decoded pixels (the evaluation command decodes once and reuses them).
-    pub fn analyze_image(
-        &mut self,
-        image: &RgbImage,
-        purpose: Purpose,
-    ) -> Result<Analysis, ModelError> {
+    pub fn analyze_image(&mut self, image: &RgbImage, purpose: Purpose) -> Result<Analysis, ModelError> {
         self.analyze_image_timed(image, purpose, StageTimings::default())
     }
 
-    fn analyze_image_timed(
-        &mut self,
-        image: &RgbImage,
-        purpose: Purpose,
-        mut timings: StageTimings,
-    ) -> Result<Analysis, ModelError> {
+    fn analyze_image_timed(&mut self, image: &RgbImage, purpose: Purpose, mut timings: StageTimings) -> Result<Analysis, ModelError> {
         let mut analysis = Analysis {
             outcome: Err(Rejection::NoFace),
             timings: StageTimings::default(),
@@ -344,9 +294,8 @@ impl Pipeline {
             }
         }
         let rc = &self.cfg.recognizer;
-        let Some(aligned): Option<AlignedFace> = t.time(Stage::Align, || {
-            align::align(image, &face.landmarks, &rc.template, rc.input_size)
-        }) else {
+        let Some(aligned): Option<AlignedFace> = t.time(Stage::Align, || align::align(image, &face.landmarks, &rc.template, rc.input_size))
+        else {
             return Ok(Err(Rejection::NoFace));
         };
 
@@ -373,9 +322,7 @@ impl Pipeline {
             }
         }
 
-        let report = t.time(Stage::Quality, || {
-            self.quality.assess(image, &face, &aligned)
-        })?;
+        let report = t.time(Stage::Quality, || self.quality.assess(image, &face, &aligned))?;
         seen.quality = Some(report);
         if report.score < self.cfg.quality.threshold {
             return Ok(Err(Rejection::QualityRejected {

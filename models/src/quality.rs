@@ -39,12 +39,7 @@ pub struct QualityReport {
 }
 
 pub trait QualityAssessor: Send {
-    fn assess(
-        &mut self,
-        image: &RgbImage,
-        face: &Face,
-        aligned: &AlignedFace,
-    ) -> Result<QualityReport, ModelError>;
+    fn assess(&mut self, image: &RgbImage, face: &Face, aligned: &AlignedFace) -> Result<QualityReport, ModelError>;
 }
 
 pub struct OnnxQuality {
@@ -76,9 +71,7 @@ impl OnnxQuality {
                 tensor[[0, c, y as usize, x as usize]] = (f32::from(p[c]) / 255.0 - 0.5) / 0.5;
             }
         }
-        let outputs = self
-            .session
-            .run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
+        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let v = out.first().copied().unwrap_or(f32::NAN);
         if v.is_finite() {
@@ -93,12 +86,7 @@ impl OnnxQuality {
 }
 
 impl QualityAssessor for OnnxQuality {
-    fn assess(
-        &mut self,
-        image: &RgbImage,
-        face: &Face,
-        aligned: &AlignedFace,
-    ) -> Result<QualityReport, ModelError> {
+    fn assess(&mut self, image: &RgbImage, face: &Face, aligned: &AlignedFace) -> Result<QualityReport, ModelError> {
         let mut report = measures(face, aligned);
         report.net = self.net(image, face)?;
         report.score = combine(&report);
@@ -116,9 +104,7 @@ pub fn combine(r: &QualityReport) -> f32 {
     let f_roll = 1.0 - ramp(r.roll_deg.abs(), 25.0, 50.0);
     let f_yaw = 1.0 - ramp(r.yaw_ratio.abs(), 0.35, 0.7);
     let f_sharp = ramp(r.sharpness, 4.0, 25.0);
-    let f_exp = ramp(r.luminance_mean, 25.0, 60.0)
-        * (1.0 - ramp(r.luminance_mean, 205.0, 245.0))
-        * ramp(r.luminance_std, 6.0, 18.0);
+    let f_exp = ramp(r.luminance_mean, 25.0, 60.0) * (1.0 - ramp(r.luminance_mean, 205.0, 245.0)) * ramp(r.luminance_std, 6.0, 18.0);
     (r.net * f_res * f_roll * f_yaw * f_sharp * f_exp).clamp(0.0, 1.0)
 }
 
@@ -148,10 +134,7 @@ pub fn measures(face: &Face, aligned: &AlignedFace) -> QualityReport {
             sum2 += g * g;
             n += 1.0;
             if x > 0 && y > 0 && x + 1 < w && y + 1 < h {
-                let lap = f64::from(
-                    grey(x - 1, y) + grey(x + 1, y) + grey(x, y - 1) + grey(x, y + 1)
-                        - 4.0 * grey(x, y),
-                );
+                let lap = f64::from(grey(x - 1, y) + grey(x + 1, y) + grey(x, y - 1) + grey(x, y + 1) - 4.0 * grey(x, y));
                 lsum += lap;
                 lsum2 += lap * lap;
                 ln += 1.0;
@@ -206,18 +189,9 @@ mod tests {
                 inter_eye_px: 10.0,
                 ..good()
             },
-            QualityReport {
-                roll_deg: -40.0,
-                ..good()
-            },
-            QualityReport {
-                yaw_ratio: 0.6,
-                ..good()
-            },
-            QualityReport {
-                sharpness: 6.0,
-                ..good()
-            },
+            QualityReport { roll_deg: -40.0, ..good() },
+            QualityReport { yaw_ratio: 0.6, ..good() },
+            QualityReport { sharpness: 6.0, ..good() },
             QualityReport {
                 luminance_mean: 15.0,
                 ..good()

@@ -21,11 +21,7 @@ pub struct OnnxRecognizer {
 }
 
 impl OnnxRecognizer {
-    pub fn load(
-        path: &std::path::Path,
-        cfg: &RecognizerConfig,
-        intra_threads: usize,
-    ) -> Result<Self, ModelError> {
+    pub fn load(path: &std::path::Path, cfg: &RecognizerConfig, intra_threads: usize) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         let s = i64::from(cfg.input_size);
         runtime::expect_input(&session, "recognizer", &[-1, 3, s, s])?;
@@ -65,9 +61,7 @@ impl Recognizer for OnnxRecognizer {
                 tensor[[0, c, y as usize, x as usize]] = (f32::from(p[c]) - mean) * inv_std;
             }
         }
-        let outputs = self
-            .session
-            .run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
+        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
         if raw.len() != self.dim {
             return Err(ModelError::Shape {
@@ -84,11 +78,7 @@ impl Recognizer for OnnxRecognizer {
 
 /// `v / |v|`, or `None` for a zero or non-finite vector (never stored).
 pub fn l2_normalised(v: &[f32]) -> Option<Vec<f32>> {
-    let norm = v
-        .iter()
-        .map(|x| f64::from(*x) * f64::from(*x))
-        .sum::<f64>()
-        .sqrt();
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
     if !(norm.is_finite() && norm > 1e-12) {
         return None;
     }

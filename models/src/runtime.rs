@@ -61,8 +61,7 @@ fn library_version(library: &Path) -> Option<String> {
     // are the C API's documented entry points, called with no arguments.
     unsafe {
         let lib = libloading::Library::new(library).ok()?;
-        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
-            lib.get(b"OrtGetApiBase").ok()?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> = lib.get(b"OrtGetApiBase").ok()?;
         let base = get_base();
         if base.is_null() {
             return None;
@@ -102,9 +101,7 @@ pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError>
         reason: format!("ONNX Runtime cannot load it: {e}"),
     };
     let Some((_, env)) = RUNTIME.get() else {
-        return Err(ModelError::Runtime(
-            "ONNX Runtime is not initialised (runtime::init)".into(),
-        ));
+        return Err(ModelError::Runtime("ONNX Runtime is not initialised (runtime::init)".into()));
     };
     Session::builder(env)
         .map_err(ModelError::from)?
@@ -131,11 +128,7 @@ pub fn input_shape(session: &Session) -> Vec<i64> {
 /// Refuse a model whose fixed input dimensions differ from what its role feeds it.
 pub fn expect_input(session: &Session, model: &str, want: &[i64]) -> Result<(), ModelError> {
     let got = input_shape(session);
-    let fits = got.len() == want.len()
-        && got
-            .iter()
-            .zip(want)
-            .all(|(g, w)| *g < 0 || *w < 0 || g == w);
+    let fits = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *g < 0 || *w < 0 || g == w);
     if fits {
         Ok(())
     } else {

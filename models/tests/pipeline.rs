@@ -10,8 +10,7 @@ fn root() -> PathBuf {
 }
 
 fn pipeline() -> Pipeline {
-    runtime::init(&root().join("runtime/libonnxruntime.so.1.31.1"), "cpu")
-        .unwrap_or_else(|e| panic!("{e}"));
+    runtime::init(&root().join("runtime/libonnxruntime.so.1.31.1"), "cpu").unwrap_or_else(|e| panic!("{e}"));
     let cfg = PipelineConfig {
         models_dir: root().join("files"),
         ..PipelineConfig::default()
@@ -21,14 +20,11 @@ fn pipeline() -> Pipeline {
 }
 
 fn photo(name: &str) -> Vec<u8> {
-    std::fs::read(root().join("testdata").join(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}; run python3 models/fetch.py"))
+    std::fs::read(root().join("testdata").join(name)).unwrap_or_else(|e| panic!("{name}: {e}; run python3 models/fetch.py"))
 }
 
 fn template(p: &mut Pipeline, name: &str, purpose: Purpose) -> Vec<f32> {
-    let analysis = p
-        .analyze(&photo(name), purpose)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let analysis = p.analyze(&photo(name), purpose).unwrap_or_else(|e| panic!("{name}: {e}"));
     match analysis.outcome {
         Ok(t) => {
             assert_eq!(t.vector.len(), 512);
@@ -36,10 +32,7 @@ fn template(p: &mut Pipeline, name: &str, purpose: Purpose) -> Vec<f32> {
             assert!((0.0..=1.0).contains(&t.quality));
             t.vector
         }
-        Err(r) => panic!(
-            "{name} rejected: {r} (quality {:?}, pad {:?})",
-            analysis.quality, analysis.pad
-        ),
+        Err(r) => panic!("{name} rejected: {r} (quality {:?}, pad {:?})", analysis.quality, analysis.pad),
     }
 }
 
@@ -50,11 +43,7 @@ fn same_person_scores_high_and_different_people_low() {
     let obama2 = template(&mut p, "obama2.jpg", Purpose::Search);
     let obama3 = template(&mut p, "obama3.jpg", Purpose::Search);
     let biden = template(&mut p, "biden.jpg", Purpose::Search);
-    let (same, same3, other) = (
-        cosine(&obama, &obama2),
-        cosine(&obama, &obama3),
-        cosine(&obama, &biden),
-    );
+    let (same, same3, other) = (cosine(&obama, &obama2), cosine(&obama, &obama3), cosine(&obama, &biden));
     eprintln!("obama/obama2 {same:.3} obama/obama3 {same3:.3} obama/biden {other:.3}");
     assert!(same > 0.5 && same3 > 0.5, "same person: {same} {same3}");
     assert!(other < 0.2, "different people: {other}");
@@ -64,9 +53,7 @@ fn same_person_scores_high_and_different_people_low() {
 fn a_photo_without_a_face_is_no_face() {
     let mut p = pipeline();
     for name in ["coffee.png", "chelsea.png"] {
-        let a = p
-            .analyze(&photo(name), Purpose::Search)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let a = p.analyze(&photo(name), Purpose::Search).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.outcome.err(), Some(Rejection::NoFace), "{name}");
     }
 }
@@ -82,14 +69,9 @@ fn odd_colour_types_and_sizes_are_handled() {
         .unwrap_or_else(|e| panic!("{e}"))
         .to_luma8();
     let mut bytes = Vec::new();
-    grey.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Jpeg,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let a = p
-        .analyze(&bytes, Purpose::Search)
+    grey.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
         .unwrap_or_else(|e| panic!("{e}"));
+    let a = p.analyze(&bytes, Purpose::Search).unwrap_or_else(|e| panic!("{e}"));
     assert!(a.outcome.is_ok(), "grey: {:?}", a.outcome.err());
 }
 
@@ -100,11 +82,7 @@ fn truncated_jpeg_is_a_clean_decode_failure() {
     let a = p
         .analyze(&bytes[..bytes.len() / 3], Purpose::Search)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        matches!(a.outcome, Err(Rejection::DecodeFailed(_))),
-        "{:?}",
-        a.outcome.err()
-    );
+    assert!(matches!(a.outcome, Err(Rejection::DecodeFailed(_))), "{:?}", a.outcome.err());
 }
 
 #[test]
@@ -116,26 +94,17 @@ fn two_similar_faces_are_ambiguous_for_enrol_only() {
     let b = image::load_from_memory(&photo("biden.jpg"))
         .unwrap_or_else(|e| panic!("{e}"))
         .to_rgb8();
-    let b = image::imageops::resize(
-        &b,
-        a.width(),
-        a.height(),
-        image::imageops::FilterType::Triangle,
-    );
+    let b = image::imageops::resize(&b, a.width(), a.height(), image::imageops::FilterType::Triangle);
     let mut both = image::RgbImage::new(a.width() * 2, a.height());
     image::imageops::replace(&mut both, &a, 0, 0);
     image::imageops::replace(&mut both, &b, i64::from(a.width()), 0);
-    let enrol = p
-        .analyze_image(&both, Purpose::Enrol)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let enrol = p.analyze_image(&both, Purpose::Enrol).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         matches!(enrol.outcome, Err(Rejection::MultipleFaces { count: 2 })),
         "{:?}",
         enrol.outcome.err()
     );
-    let search = p
-        .analyze_image(&both, Purpose::Search)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let search = p.analyze_image(&both, Purpose::Search).unwrap_or_else(|e| panic!("{e}"));
     assert!(search.outcome.is_ok(), "{:?}", search.outcome.err());
 }
 

@@ -13,11 +13,7 @@ struct DeleteRequest {
 }
 
 /// POST /api/v1/delete: removes every template of the subject, durably.
-pub async fn handle(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let caller = state.keys.caller(&req)?;
     let r: DeleteRequest = body::json(payload, state.cfg.server.max_body_bytes).await?;
     names::validate_partition(&r.partition)?;

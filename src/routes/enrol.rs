@@ -15,11 +15,7 @@ struct EnrolRequest {
 }
 
 /// POST /api/v1/enrol: answered only once the template is durable.
-pub async fn handle(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let caller = state.keys.caller(&req)?;
     let r: EnrolRequest = body::json(payload, state.cfg.server.max_body_bytes).await?;
     names::validate_partition(&r.partition)?;
@@ -29,17 +25,7 @@ pub async fn handle(
     let face = state.analyze(image, Purpose::Enrol).await?;
     state
         .gallery
-        .enrol(
-            &r.partition,
-            &r.subject_id,
-            face.vector,
-            &face.model_id,
-            face.quality,
-        )
+        .enrol(&r.partition, &r.subject_id, face.vector, &face.model_id, face.quality)
         .await?;
-    Ok(super::xml(xml::enrol(
-        &r.subject_id,
-        face.quality,
-        &face.model_id,
-    )))
+    Ok(super::xml(xml::enrol(&r.subject_id, face.quality, &face.model_id)))
 }

@@ -13,14 +13,9 @@ pub async fn handle(state: web::Data<AppState>) -> HttpResponse {
     let (faiss, storage) = web::block(move || (gallery.probe(), storage_writable(&data_dir)))
         .await
         .unwrap_or((false, false));
-    let healthy =
-        faiss && storage && models.detection && models.recognition && models.quality && models.pad;
-    let partitions: serde_json::Map<String, serde_json::Value> = state
-        .gallery
-        .info()
-        .into_iter()
-        .map(|p| (p.name, json!(p.status)))
-        .collect();
+    let healthy = faiss && storage && models.detection && models.recognition && models.quality && models.pad;
+    let partitions: serde_json::Map<String, serde_json::Value> =
+        state.gallery.info().into_iter().map(|p| (p.name, json!(p.status))).collect();
     let info = state.pool.info();
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },

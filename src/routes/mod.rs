@@ -15,14 +15,10 @@ use actix_web::HttpResponse;
 use crate::error::ApiError;
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(
-        "no such endpoint; see /api/v1/openapi.json".into(),
-    ))
+    Err(ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into()))
 }
 
 /// A 200 XML answer.
 pub fn xml(body: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(crate::xml::CONTENT_TYPE)
-        .body(body)
+    HttpResponse::Ok().content_type(crate::xml::CONTENT_TYPE).body(body)
 }

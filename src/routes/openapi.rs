@@ -5,7 +5,5 @@ pub const DOCUMENT: &str = include_str!("../openapi.json");
 
 /// GET /api/v1/openapi.json
 pub async fn handle() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(DOCUMENT)
+    HttpResponse::Ok().content_type("application/json").body(DOCUMENT)
 }

@@ -20,33 +20,19 @@ pub fn default_partition() -> String {
 }
 
 /// POST /api/v1/search: 1:N.
-pub async fn handle(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let caller = state.keys.caller(&req)?;
     let r: SearchRequest = body::json(payload, state.cfg.server.max_body_bytes).await?;
     names::validate_partition(&r.partition)?;
     caller.require(&r.partition, Right::Search)?;
-    let top_k = body::top_k(
-        r.top_k,
-        state.cfg.server.default_top_k,
-        state.cfg.server.max_top_k,
-    )?;
+    let top_k = body::top_k(r.top_k, state.cfg.server.default_top_k, state.cfg.server.max_top_k)?;
     let min_score = body::min_score(r.min_score)?;
     let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
     if !state.gallery.exists(&r.partition) {
-        return Err(ApiError::NotFound(format!(
-            "partition {:?} not found",
-            r.partition
-        )));
+        return Err(ApiError::NotFound(format!("partition {:?} not found", r.partition)));
     }
     let face = state.analyze(image, Purpose::Search).await?;
     let model_id = face.model_id.clone();
-    let hits = state
-        .gallery
-        .search(&r.partition, face.vector, &model_id, top_k, min_score)
-        .await?;
+    let hits = state.gallery.search(&r.partition, face.vector, &model_id, top_k, min_score).await?;
     Ok(super::xml(xml::search(&hits, face.quality, &model_id)))
 }

@@ -6,27 +6,15 @@ use crate::{app::AppState, error::ApiError};
 
 /// GET /api/v1/stats: subjects per partition the caller may see; partitions that are
 /// restarting are listed under `degraded` instead of being counted.
-pub async fn handle(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+pub async fn handle(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = state.keys.caller(&req)?;
     let mut total = 0;
     let mut partitions = serde_json::Map::new();
     let mut degraded = Vec::new();
-    for p in state
-        .gallery
-        .info()
-        .into_iter()
-        .filter(|p| caller.may_see(&p.name))
-    {
+    for p in state.gallery.info().into_iter().filter(|p| caller.may_see(&p.name)) {
         match (p.status, p.subjects) {
             (PartitionStatus::Ready, Some(n)) => {
-                state
-                    .metrics
-                    .subjects
-                    .with_label_values(&[p.name.as_str()])
-                    .set(n as i64);
+                state.metrics.subjects.with_label_values(&[p.name.as_str()]).set(n as i64);
                 total += n;
                 partitions.insert(p.name, json!(n));
             }

@@ -15,11 +15,7 @@ struct VerifyRequest {
 }
 
 /// POST /api/v1/verify: 1:1 against the subject's best template.
-pub async fn handle(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let caller = state.keys.caller(&req)?;
     let r: VerifyRequest = body::json(payload, state.cfg.server.max_body_bytes).await?;
     names::validate_partition(&r.partition)?;
@@ -28,10 +24,7 @@ pub async fn handle(
     let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
     // An unknown subject costs no pipeline run.
     if !state.gallery.contains(&r.partition, &r.subject_id)? {
-        return Err(ApiError::NotFound(format!(
-            "subject {:?} not found",
-            r.subject_id
-        )));
+        return Err(ApiError::NotFound(format!("subject {:?} not found", r.subject_id)));
     }
     let face = state.analyze(image, Purpose::Verify).await?;
     let score = state
@@ -39,11 +32,5 @@ pub async fn handle(
         .verify(&r.partition, &r.subject_id, face.vector, &face.model_id)
         .await?;
     let matched = score >= state.cfg.pipeline.recognizer.verify_threshold;
-    Ok(super::xml(xml::verify(
-        matched,
-        score,
-        &r.subject_id,
-        face.quality,
-        &face.model_id,
-    )))
+    Ok(super::xml(xml::verify(matched, score, &r.subject_id, face.quality, &face.model_id)))
 }

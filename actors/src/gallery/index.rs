@@ -1,23 +1,41 @@
-//! The in-memory search structure of one partition: a FAISS `IDMap2,Flat` inner-product
-//! index (exact; on unit vectors inner product is cosine) keyed by the store's row ids,
-//! plus the subject of every id.
+//! The in-memory search structure of one partition, keyed by the store's row ids, with
+//! the subject of every id. Inner product on unit vectors is cosine.
+//!
+//! Two kinds, chosen per partition by configuration:
+//! * exact: FAISS `IDMap2,Flat`. Deletes tombstone ids, which searches skip, compacted out
+//!   of FAISS in batches: `remove_ids` costs O(n) whatever the number of ids (~450 ms at
+//!   1M), so one call per batch, not per delete.
+//! * IVF: FAISS `IVF{nlist},Flat`, trained on a sample of the partition, probing `nprobe`
+//!   lists per query. Scores are exact for the vectors it visits; removal is cheap.
 //!
 //! Searches take `&self` (FAISS's search is const and thread-safe; `ConcurrentIndex`
-//! exposes it), so many run at once under a read lock. Deletes tombstone ids, which
-//! searches skip, and are compacted out of FAISS in batches: `remove_ids` costs O(n)
-//! whatever the number of ids (~450 ms at 1M), so one call per batch, not per delete.
+//! exposes it), so many run at once under a read lock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Once};
 
-use faiss::index::{flat::FlatIndexImpl, id_map::IdMap, ConcurrentIndex};
-use faiss::{index_factory, selector::IdSelector, Idx, Index, MetricType};
+use faiss::index::{flat::FlatIndexImpl, id_map::IdMap, ivf_flat::IVFFlatIndexImpl, ConcurrentIndex};
+use faiss::{index_factory, selector::IdSelector, FlatIndex, Idx, Index, MetricType};
+use serde::{Deserialize, Serialize};
 
-/// Tombstones compacted out of FAISS once this many accumulate.
+/// Tombstones compacted out of an exact index once this many accumulate.
 const COMPACT_AT: usize = 1024;
 
+/// Index kind of a partition (configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    Exact,
+    Ivf,
+}
+
+enum Backend {
+    Exact(IdMap<FlatIndexImpl>),
+    Ivf(IVFFlatIndexImpl),
+}
+
 pub struct GalleryIndex {
-    index: IdMap<FlatIndexImpl>,
+    backend: Backend,
     dim: usize,
     subject_of: HashMap<i64, Arc<str>>,
     ids_of: HashMap<Arc<str>, Vec<i64>>,
@@ -32,18 +50,39 @@ pub struct Candidate {
 }
 
 impl GalleryIndex {
+    /// An exact index.
     pub fn new(dim: usize) -> faiss::error::Result<Self> {
         limit_library_threads();
         let index = index_factory(dim as u32, "IDMap2,Flat", MetricType::InnerProduct)?
             .into_id_map()?
             .try_cast_inner_index::<FlatIndexImpl>()?;
-        Ok(Self {
-            index,
+        Ok(Self::with(Backend::Exact(index), dim))
+    }
+
+    /// An IVF index trained on `sample` (row-major unit vectors).
+    pub fn new_ivf(dim: usize, sample: &[f32], nlist: u32, nprobe: u32) -> faiss::error::Result<Self> {
+        limit_library_threads();
+        let mut index = IVFFlatIndexImpl::new_ip(FlatIndex::new_ip(dim as u32)?, dim as u32, nlist)?;
+        index.train(sample)?;
+        index.set_nprobe(nprobe.clamp(1, nlist));
+        Ok(Self::with(Backend::Ivf(index), dim))
+    }
+
+    fn with(backend: Backend, dim: usize) -> Self {
+        Self {
+            backend,
             dim,
             subject_of: HashMap::new(),
             ids_of: HashMap::new(),
             tombstones: HashSet::new(),
-        })
+        }
+    }
+
+    pub fn kind(&self) -> IndexKind {
+        match self.backend {
+            Backend::Exact(_) => IndexKind::Exact,
+            Backend::Ivf(_) => IndexKind::Ivf,
+        }
     }
 
     pub fn dim(&self) -> usize {
@@ -62,6 +101,13 @@ impl GalleryIndex {
         self.ids_of.contains_key(subject)
     }
 
+    fn ntotal(&self) -> usize {
+        match &self.backend {
+            Backend::Exact(i) => i.ntotal() as usize,
+            Backend::Ivf(i) => i.ntotal() as usize,
+        }
+    }
+
     /// Add templates (row id, subject, unit vector) in one FAISS call.
     pub fn add(&mut self, rows: &[(i64, String, Vec<f32>)]) -> faiss::error::Result<()> {
         if rows.is_empty() {
@@ -76,7 +122,10 @@ impl GalleryIndex {
             flat.extend_from_slice(v);
             ids.push(Idx::new(*id as u64));
         }
-        self.index.add_with_ids(&flat, &ids)?;
+        match &mut self.backend {
+            Backend::Exact(i) => i.add_with_ids(&flat, &ids)?,
+            Backend::Ivf(i) => i.add_with_ids(&flat, &ids)?,
+        }
         for (id, subject, _) in rows {
             let subject: Arc<str> = match self.ids_of.get_key_value(subject.as_str()) {
                 Some((k, _)) => k.clone(),
@@ -88,8 +137,10 @@ impl GalleryIndex {
         Ok(())
     }
 
-    /// Forget template ids at once (tombstones); compacts FAISS when enough accumulate.
+    /// Forget template ids at once: removed from IVF directly, tombstoned in an exact index
+    /// (compacted when enough accumulate).
     pub fn remove(&mut self, ids: &[i64]) -> faiss::error::Result<()> {
+        let mut gone = Vec::new();
         for id in ids {
             if let Some(subject) = self.subject_of.remove(id) {
                 if let Some(list) = self.ids_of.get_mut(&subject) {
@@ -98,11 +149,17 @@ impl GalleryIndex {
                         self.ids_of.remove(&subject);
                     }
                 }
+                gone.push(Idx::new(*id as u64));
                 self.tombstones.insert(*id);
             }
         }
-        if self.tombstones.len() >= COMPACT_AT {
-            self.compact()?;
+        match &mut self.backend {
+            Backend::Ivf(i) if !gone.is_empty() => {
+                i.remove_ids(&IdSelector::batch(&gone)?)?;
+                self.tombstones.clear();
+            }
+            Backend::Exact(_) if self.tombstones.len() >= COMPACT_AT => self.compact()?,
+            _ => {}
         }
         Ok(())
     }
@@ -111,45 +168,38 @@ impl GalleryIndex {
         if self.tombstones.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Idx> = self
-            .tombstones
-            .iter()
-            .map(|id| Idx::new(*id as u64))
-            .collect();
-        self.index.remove_ids(&IdSelector::batch(&ids)?)?;
+        let ids: Vec<Idx> = self.tombstones.iter().map(|id| Idx::new(*id as u64)).collect();
+        let sel = IdSelector::batch(&ids)?;
+        match &mut self.backend {
+            Backend::Exact(i) => i.remove_ids(&sel)?,
+            Backend::Ivf(i) => i.remove_ids(&sel)?,
+        };
         self.tombstones.clear();
         Ok(())
     }
 
     /// The best `top_k` subjects (each once, by its best template) scoring at least
     /// `min_score`, best first.
-    pub fn search(
-        &self,
-        query: &[f32],
-        top_k: usize,
-        min_score: f32,
-        max_per_subject: usize,
-    ) -> faiss::error::Result<Vec<Candidate>> {
-        let total = self.index.ntotal() as usize;
+    pub fn search(&self, query: &[f32], top_k: usize, min_score: f32, max_per_subject: usize) -> faiss::error::Result<Vec<Candidate>> {
+        let total = self.ntotal();
         if total == 0 || top_k == 0 {
             return Ok(Vec::new());
         }
         // Each subject holds at most `max_per_subject` templates, so this many hits hold
         // at least `top_k` distinct live subjects when that many exist.
         let k = (top_k * max_per_subject.max(1) + self.tombstones.len()).min(total);
-        let result = ConcurrentIndex::search(&self.index, query, k)?;
+        let result = match &self.backend {
+            Backend::Exact(i) => ConcurrentIndex::search(i, query, k)?,
+            Backend::Ivf(i) => ConcurrentIndex::search(i, query, k)?,
+        };
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(top_k);
         for (label, score) in result.labels.iter().zip(&result.distances) {
-            let Some(id) = label.get().map(|v| v as i64) else {
-                continue;
-            };
+            let Some(id) = label.get().map(|v| v as i64) else { continue };
             if *score < min_score {
                 break; // results are sorted by score
             }
-            let Some(subject) = self.subject_of.get(&id) else {
-                continue;
-            }; // tombstoned
+            let Some(subject) = self.subject_of.get(&id) else { continue }; // tombstoned
             if seen.insert(subject.clone()) {
                 out.push(Candidate {
                     subject_id: subject.to_string(),
@@ -163,25 +213,13 @@ impl GalleryIndex {
         Ok(out)
     }
 
-    /// The subject's best score against `query`, or None if the subject is unknown.
-    pub fn best_score(&self, subject: &str, query: &[f32]) -> faiss::error::Result<Option<f32>> {
-        let Some(ids) = self.ids_of.get(subject) else {
-            return Ok(None);
-        };
-        let mut buf = vec![0f32; self.dim];
-        let mut best: Option<f32> = None;
-        for id in ids {
-            self.index.reconstruct(Idx::new(*id as u64), &mut buf)?;
-            let s: f32 = buf.iter().zip(query).map(|(a, b)| a * b).sum();
-            best = Some(best.map_or(s, |b| b.max(s)));
-        }
-        Ok(best)
-    }
-
-    /// Counts, for health: a real call into FAISS.
+    /// A real call into FAISS, for health.
     pub fn probe(&self) -> bool {
         let q = vec![0f32; self.dim];
-        ConcurrentIndex::search(&self.index, &q, 1).is_ok()
+        match &self.backend {
+            Backend::Exact(i) => ConcurrentIndex::search(i, &q, 1).is_ok(),
+            Backend::Ivf(i) => ConcurrentIndex::search(i, &q, 1).is_ok(),
+        }
     }
 }
 
@@ -214,29 +252,16 @@ mod tests {
     #[test]
     fn search_returns_each_subject_once_by_its_best_template() {
         let mut idx = GalleryIndex::new(16).unwrap_or_else(|e| panic!("{e}"));
-        let rows: Vec<_> = (0..20)
-            .map(|i| (i as i64 + 1, format!("s{}", i % 5), unit(i, 16)))
-            .collect();
+        let rows: Vec<_> = (0..20).map(|i| (i as i64 + 1, format!("s{}", i % 5), unit(i, 16))).collect();
         idx.add(&rows).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((idx.subjects(), idx.templates()), (5, 20));
-        let hits = idx
-            .search(&unit(7, 16), 3, -1.0, 10)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx.search(&unit(7, 16), 3, -1.0, 10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits.len(), 3);
         assert_eq!(hits[0].subject_id, "s2");
         assert!((hits[0].score - 1.0).abs() < 1e-5);
         let subjects: HashSet<_> = hits.iter().map(|c| c.subject_id.clone()).collect();
         assert_eq!(subjects.len(), 3);
         assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
-        assert!(
-            (idx.best_score("s2", &unit(7, 16))
-                .ok()
-                .flatten()
-                .unwrap_or(0.0)
-                - 1.0)
-                .abs()
-                < 1e-5
-        );
     }
 
     #[test]
@@ -245,23 +270,26 @@ mod tests {
         idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))])
             .unwrap_or_else(|e| panic!("{e}"));
         idx.remove(&[1]).unwrap_or_else(|e| panic!("{e}"));
-        let hits = idx
-            .search(&unit(1, 8), 5, -1.0, 1)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            hits.iter()
-                .map(|c| c.subject_id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["b"]
-        );
+        let hits = idx.search(&unit(1, 8), 5, -1.0, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hits.iter().map(|c| c.subject_id.as_str()).collect::<Vec<_>>(), vec!["b"]);
         idx.compact().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            idx.search(&unit(1, 8), 5, -1.0, 1)
-                .map(|h| h.len())
-                .unwrap_or(0),
-            1
-        );
-        assert_eq!(idx.best_score("a", &unit(1, 8)).ok().flatten(), None);
+        assert_eq!(idx.search(&unit(1, 8), 5, -1.0, 1).map(|h| h.len()).unwrap_or(0), 1);
+        assert!(!idx.contains("a"));
+    }
+
+    #[test]
+    fn ivf_finds_mated_probes_and_removes_at_once() {
+        let rows: Vec<_> = (0..2000).map(|i| (i as i64 + 1, format!("s{i}"), unit(i, 16))).collect();
+        let sample: Vec<f32> = rows.iter().flat_map(|r| r.2.clone()).collect();
+        let mut idx = GalleryIndex::new_ivf(16, &sample, 16, 16).unwrap_or_else(|e| panic!("{e}"));
+        idx.add(&rows).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(idx.kind(), IndexKind::Ivf);
+        let hits = idx.search(&unit(42, 16), 1, 0.0, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hits[0].subject_id, "s42");
+        idx.remove(&[43]).unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx.search(&unit(42, 16), 1, 0.0, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(hits[0].subject_id, "s42");
+        assert_eq!(idx.ntotal(), 1999);
     }
 
     #[test]
@@ -269,9 +297,7 @@ mod tests {
         let mut idx = GalleryIndex::new(8).unwrap_or_else(|e| panic!("{e}"));
         idx.add(&[(1, "a".into(), unit(1, 8)), (2, "b".into(), unit(2, 8))])
             .unwrap_or_else(|e| panic!("{e}"));
-        let hits = idx
-            .search(&unit(1, 8), 5, 0.99, 1)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx.search(&unit(1, 8), 5, 0.99, 1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits.len(), 1);
     }
 }

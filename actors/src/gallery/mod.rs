@@ -20,11 +20,11 @@ use actix::prelude::*;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-pub use index::{Candidate, GalleryIndex};
+pub use index::{Candidate, GalleryIndex, IndexKind};
 pub use store::{Applied, Write};
 
 use crate::GalleryError;
-use store::Store;
+use store::{Reader, Store};
 
 /// Whether a partition answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -41,6 +41,7 @@ pub enum PartitionStatus {
 pub struct Shared {
     pub partition: String,
     state: RwLock<Option<Loaded>>,
+    reader: parking_lot::Mutex<Option<Reader>>,
     status: AtomicU8,
     max_per_subject: usize,
 }
@@ -55,6 +56,7 @@ impl Shared {
         Self {
             partition,
             state: RwLock::new(None),
+            reader: parking_lot::Mutex::new(None),
             status: AtomicU8::new(1),
             max_per_subject,
         }
@@ -77,10 +79,7 @@ impl Shared {
         self.status.store(v, Ordering::Release);
     }
 
-    fn with_loaded<T>(
-        &self,
-        f: impl FnOnce(&Loaded) -> Result<T, GalleryError>,
-    ) -> Result<T, GalleryError> {
+    fn with_loaded<T>(&self, f: impl FnOnce(&Loaded) -> Result<T, GalleryError>) -> Result<T, GalleryError> {
         let guard = self.state.read();
         match (&*guard, self.status()) {
             (Some(loaded), PartitionStatus::Ready) => f(loaded),
@@ -107,13 +106,7 @@ impl Shared {
     }
 
     /// 1:N search; runs on the caller's thread under a read lock.
-    pub fn search(
-        &self,
-        query: &[f32],
-        model_id: &str,
-        top_k: usize,
-        min_score: f32,
-    ) -> Result<Vec<Candidate>, GalleryError> {
+    pub fn search(&self, query: &[f32], model_id: &str, top_k: usize, min_score: f32) -> Result<Vec<Candidate>, GalleryError> {
         self.with_loaded(|l| {
             self.check_model(l, model_id)?;
             if query.len() != l.index.dim() {
@@ -125,20 +118,20 @@ impl Shared {
         })
     }
 
-    /// 1:1: the subject's best score against `query`.
-    pub fn verify(
-        &self,
-        subject: &str,
-        query: &[f32],
-        model_id: &str,
-    ) -> Result<f32, GalleryError> {
-        self.with_loaded(|l| {
-            self.check_model(l, model_id)?;
-            l.index
-                .best_score(subject, query)
-                .map_err(|e| self.index_err(e))?
-                .ok_or_else(|| GalleryError::SubjectNotFound(subject.into()))
-        })
+    /// 1:1: the subject's best score against `query`, from its stored templates.
+    pub fn verify(&self, subject: &str, query: &[f32], model_id: &str) -> Result<f32, GalleryError> {
+        self.with_loaded(|l| self.check_model(l, model_id))?;
+        let guard = self.reader.lock();
+        let reader = guard.as_ref().ok_or_else(|| GalleryError::Unavailable(self.partition.clone()))?;
+        let vectors = reader.subject_vectors(subject).map_err(|e| GalleryError::Storage {
+            partition: self.partition.clone(),
+            detail: e.to_string(),
+        })?;
+        vectors
+            .iter()
+            .map(|v| v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>())
+            .reduce(f32::max)
+            .ok_or_else(|| GalleryError::SubjectNotFound(subject.into()))
     }
 
     pub fn contains(&self, subject: &str) -> Result<bool, GalleryError> {
@@ -147,10 +140,7 @@ impl Shared {
 
     /// Subjects and templates, when loaded.
     pub fn counts(&self) -> Option<(usize, usize)> {
-        self.state
-            .read()
-            .as_ref()
-            .map(|l| (l.index.subjects(), l.index.templates()))
+        self.state.read().as_ref().map(|l| (l.index.subjects(), l.index.templates()))
     }
 
     pub fn probe(&self) -> bool {
@@ -160,10 +150,21 @@ impl Shared {
 
 type Reply = oneshot::Sender<Result<Applied, GalleryError>>;
 
+/// How a partition indexes its templates.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexSettings {
+    pub kind: IndexKind,
+    /// IVF only: lists, lists probed per query, and the size below which exact is used.
+    pub nlist: u32,
+    pub nprobe: u32,
+    pub min_templates: usize,
+}
+
 pub struct GalleryActor {
     dir: PathBuf,
     dim: usize,
     max_per_subject: usize,
+    index: IndexSettings,
     shared: Arc<Shared>,
     store: Option<Store>,
     pending: Vec<(Write, Reply)>,
@@ -171,17 +172,13 @@ pub struct GalleryActor {
 }
 
 impl GalleryActor {
-    pub fn new(
-        dir: PathBuf,
-        partition: String,
-        dim: usize,
-        max_per_subject: usize,
-    ) -> (Self, Arc<Shared>) {
+    pub fn new(dir: PathBuf, partition: String, dim: usize, max_per_subject: usize, index: IndexSettings) -> (Self, Arc<Shared>) {
         let shared = Arc::new(Shared::new(partition, max_per_subject));
         let actor = Self {
             dir,
             dim,
             max_per_subject,
+            index,
             shared: shared.clone(),
             store: None,
             pending: Vec::new(),
@@ -192,11 +189,18 @@ impl GalleryActor {
 
     /// Open the store and rebuild the index from it (the store is the truth).
     fn load(&mut self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("create {}: {e}", self.dir.display()))?;
         let store = Store::open(&self.dir, self.max_per_subject).map_err(|e| e.to_string())?;
         let model_id = store.model_id().map_err(|e| e.to_string())?;
-        let mut index = GalleryIndex::new(self.dim).map_err(|e| e.to_string())?;
+        let count = store.count().map_err(|e| e.to_string())?;
+        let s = self.index;
+        let mut index = if s.kind == IndexKind::Ivf && count >= s.min_templates.max(s.nlist as usize * 39) {
+            // FAISS asks for at least 39 training points per list; 64 keeps k-means stable.
+            let sample = store.sample(s.nlist as usize * 64).map_err(|e| e.to_string())?;
+            GalleryIndex::new_ivf(self.dim, &sample, s.nlist, s.nprobe).map_err(|e| e.to_string())?
+        } else {
+            GalleryIndex::new(self.dim).map_err(|e| e.to_string())?
+        };
         let mut chunk = Vec::with_capacity(8192);
         let mut failure = None;
         store
@@ -215,7 +219,10 @@ impl GalleryActor {
             return Err(e.to_string());
         }
         index.add(&chunk).map_err(|e| e.to_string())?;
+        let reader = Reader::open(&self.dir).map_err(|e| e.to_string())?;
+        tracing::info!(partition = %self.shared.partition, kind = ?index.kind(), templates = count, "index built");
         *self.shared.state.write() = Some(Loaded { index, model_id });
+        *self.shared.reader.lock() = Some(reader);
         self.store = Some(store);
         Ok(())
     }
@@ -245,10 +252,7 @@ impl GalleryActor {
             match (w, a) {
                 (
                     Write::Enrol {
-                        subject,
-                        vector,
-                        model_id,
-                        ..
+                        subject, vector, model_id, ..
                     },
                     Applied::Enrolled { id, evicted },
                 ) => {
@@ -259,9 +263,7 @@ impl GalleryActor {
                         .map_err(|e| e.to_string())?;
                     loaded.model_id.get_or_insert_with(|| model_id.clone());
                 }
-                (_, Applied::Deleted { ids }) => {
-                    loaded.index.remove(ids).map_err(|e| e.to_string())?
-                }
+                (_, Applied::Deleted { ids }) => loaded.index.remove(ids).map_err(|e| e.to_string())?,
                 _ => {}
             }
         }
@@ -273,8 +275,7 @@ impl GalleryActor {
         if self.pending.is_empty() {
             return;
         }
-        let (writes, replies): (Vec<Write>, Vec<Reply>) =
-            std::mem::take(&mut self.pending).into_iter().unzip();
+        let (writes, replies): (Vec<Write>, Vec<Reply>) = std::mem::take(&mut self.pending).into_iter().unzip();
         let outcome = catch_unwind(AssertUnwindSafe(|| self.commit(&writes)));
         match outcome {
             Ok(Ok(applied)) => {
@@ -322,10 +323,9 @@ impl Supervised for GalleryActor {
         self.shared.set_status(PartitionStatus::Loading);
         self.store = None;
         *self.shared.state.write() = None;
+        *self.shared.reader.lock() = None;
         for (_, reply) in self.pending.drain(..) {
-            let _ = reply.send(Err(GalleryError::Unavailable(
-                self.shared.partition.clone(),
-            )));
+            let _ = reply.send(Err(GalleryError::Unavailable(self.shared.partition.clone())));
         }
         self.flush_scheduled = false;
     }
@@ -353,10 +353,7 @@ impl Handler<WriteMsg> for GalleryActor {
             self.flush_scheduled = true;
             ctx.notify(Flush);
         }
-        Box::pin(async move {
-            rx.await
-                .unwrap_or(Err(GalleryError::Unavailable(partition)))
-        })
+        Box::pin(async move { rx.await.unwrap_or(Err(GalleryError::Unavailable(partition))) })
     }
 }
 

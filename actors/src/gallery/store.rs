@@ -72,17 +72,32 @@ impl Store {
     /// The recognizer whose templates this partition holds (set by its first enrolment).
     pub fn model_id(&self) -> rusqlite::Result<Option<String>> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| r.get(0))
             .optional()
+    }
+
+    pub fn count(&self) -> rusqlite::Result<usize> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM templates", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+    }
+
+    /// About `n` templates spread over the whole partition (every k-th row), row-major.
+    pub fn sample(&self, n: usize) -> rusqlite::Result<Vec<f32>> {
+        let every = (self.count()? / n.max(1)).max(1) as i64;
+        let mut stmt = self.conn.prepare("SELECT vector FROM templates WHERE id % ?1 = 0 LIMIT ?2")?;
+        let mut out = Vec::new();
+        let mut rows = stmt.query(params![every, n as i64])?;
+        while let Some(r) = rows.next()? {
+            let blob: Vec<u8> = r.get(0)?;
+            out.extend(from_bytes(&blob));
+        }
+        Ok(out)
     }
 
     /// Every template, for rebuilding the index.
     pub fn for_each(&self, mut f: impl FnMut(Row)) -> rusqlite::Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, subject_id, vector FROM templates ORDER BY id")?;
+        let mut stmt = self.conn.prepare("SELECT id, subject_id, vector FROM templates ORDER BY id")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let blob: Vec<u8> = r.get(2)?;
@@ -100,9 +115,7 @@ impl Store {
         let max = self.max_templates;
         let tx = self.conn.transaction()?;
         let mut model: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |r| r.get(0))
             .optional()?;
         let mut out = Vec::with_capacity(batch.len());
         for w in batch {
@@ -115,27 +128,18 @@ impl Store {
                 } => {
                     match &model {
                         Some(stored) if stored != model_id => {
-                            out.push(Applied::ModelMismatch {
-                                stored: stored.clone(),
-                            });
+                            out.push(Applied::ModelMismatch { stored: stored.clone() });
                             continue;
                         }
                         Some(_) => {}
                         None => {
-                            tx.execute(
-                                "INSERT INTO meta (key, value) VALUES ('model_id', ?1)",
-                                params![model_id],
-                            )?;
+                            tx.execute("INSERT INTO meta (key, value) VALUES ('model_id', ?1)", params![model_id])?;
                             model = Some(model_id.clone());
                         }
                     }
                     // Keep at most `max` templates per subject: the oldest make room.
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT id FROM templates WHERE subject_id = ?1 ORDER BY id",
-                    )?;
-                    let existing: Vec<i64> = stmt
-                        .query_map(params![subject], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?;
+                    let mut stmt = tx.prepare_cached("SELECT id FROM templates WHERE subject_id = ?1 ORDER BY id")?;
+                    let existing: Vec<i64> = stmt.query_map(params![subject], |r| r.get(0))?.collect::<Result<_, _>>()?;
                     let excess = (existing.len() + 1).saturating_sub(max);
                     let evicted: Vec<i64> = existing.into_iter().take(excess).collect();
                     for id in &evicted {
@@ -151,12 +155,8 @@ impl Store {
                     });
                 }
                 Write::Delete { subject } => {
-                    let mut stmt = tx.prepare_cached(
-                        "DELETE FROM templates WHERE subject_id = ?1 RETURNING id",
-                    )?;
-                    let ids: Vec<i64> = stmt
-                        .query_map(params![subject], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?;
+                    let mut stmt = tx.prepare_cached("DELETE FROM templates WHERE subject_id = ?1 RETURNING id")?;
+                    let ids: Vec<i64> = stmt.query_map(params![subject], |r| r.get(0))?.collect::<Result<_, _>>()?;
                     out.push(if ids.is_empty() {
                         Applied::NotFound
                     } else {
@@ -167,6 +167,30 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
+    }
+}
+
+/// A read-only connection for verify: WAL lets it read beside the writer, and it reads the
+/// source of truth rather than what an approximate index keeps.
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    pub fn open(dir: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open_with_flags(
+            dir.join(FILE_NAME),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self { conn })
+    }
+
+    /// The templates of one subject.
+    pub fn subject_vectors(&self, subject: &str) -> rusqlite::Result<Vec<Vec<f32>>> {
+        let mut stmt = self.conn.prepare_cached("SELECT vector FROM templates WHERE subject_id = ?1")?;
+        let rows = stmt.query_map(params![subject], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|b| b.map(|b| from_bytes(&b))).collect()
     }
 }
 
@@ -182,9 +206,7 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 #[cfg(test)]
@@ -206,32 +228,19 @@ mod tests {
         {
             let mut s = Store::open(dir.path(), 2).unwrap_or_else(|e| panic!("{e}"));
             let out = s
-                .apply(&[
-                    enrol("a", "m"),
-                    enrol("a", "m"),
-                    enrol("a", "m"),
-                    enrol("b", "x"),
-                ])
+                .apply(&[enrol("a", "m"), enrol("a", "m"), enrol("a", "m"), enrol("b", "x")])
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(matches!(&out[2], Applied::Enrolled { evicted, .. } if evicted.len() == 1));
             assert_eq!(out[3], Applied::ModelMismatch { stored: "m".into() });
         }
         let mut s = Store::open(dir.path(), 2).unwrap_or_else(|e| panic!("{e}"));
         let mut rows = Vec::new();
-        s.for_each(|r| rows.push((r.subject, r.vector)))
-            .unwrap_or_else(|e| panic!("{e}"));
+        s.for_each(|r| rows.push((r.subject, r.vector))).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].1, vec![0.6, 0.8]);
         assert_eq!(s.model_id().ok().flatten().as_deref(), Some("m"));
         let out = s
-            .apply(&[
-                Write::Delete {
-                    subject: "a".into(),
-                },
-                Write::Delete {
-                    subject: "a".into(),
-                },
-            ])
+            .apply(&[Write::Delete { subject: "a".into() }, Write::Delete { subject: "a".into() }])
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(&out[0], Applied::Deleted { ids } if ids.len() == 2));
         assert_eq!(out[1], Applied::NotFound);

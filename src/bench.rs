@@ -1,0 +1,215 @@
+//! `facegate bench gallery`: the gallery at scale without the image pipeline. Synthetic
+//! unit templates (seeded), durable inserts through the partition actor with many
+//! writers in flight, start-up time and resident memory per template after a reload, and
+//! search latency and rank-1 on mated probes (a template plus noise, cosine ~0.5 to its
+//! source) for each index kind, side by side on the same partition.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use facegate_actors::{GalleryConfig, GalleryDirectory, IndexKind, PartitionStatus};
+
+#[derive(Subcommand)]
+pub enum BenchSet {
+    /// Insert rate, start-up, memory and search at gallery scale.
+    Gallery {
+        /// Templates in the partition.
+        #[arg(long, default_value_t = 10_000)]
+        templates: usize,
+        /// Mated probes searched per index kind.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Concurrent enrolments in flight while inserting.
+        #[arg(long, default_value_t = 256)]
+        writers: usize,
+        /// IVF lists (default: 4 sqrt(n), at most 1024) and lists probed (default: nlist/32, at least 8).
+        #[arg(long)]
+        nlist: Option<u32>,
+        #[arg(long)]
+        nprobe: Option<u32>,
+        /// Where the scratch partition is written (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+type AnyError = Box<dyn std::error::Error>;
+
+const DIM: usize = 512;
+const MODEL: &str = "bench-synthetic";
+
+pub fn run(set: BenchSet) -> Result<(), AnyError> {
+    let BenchSet::Gallery {
+        templates,
+        queries,
+        writers,
+        nlist,
+        nprobe,
+        dir,
+    } = set;
+    let scratch = tempfile::Builder::new()
+        .prefix("facegate-bench-")
+        .tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
+    let nlist = nlist.unwrap_or_else(|| ((4.0 * (templates as f64).sqrt()) as u32).clamp(16, 1024));
+    let nprobe = nprobe.unwrap_or((nlist / 32).max(8));
+    let base = GalleryConfig {
+        data_dir: scratch.path().to_path_buf(),
+        max_templates_per_subject: 1,
+        ivf_nlist: nlist,
+        ivf_nprobe: nprobe,
+        ivf_min_templates: 0,
+        ..GalleryConfig::default()
+    };
+    actix_web::rt::System::new().block_on(async move {
+        println!("gallery bench: {templates} templates of {DIM} floats, {queries} mated probes, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+        let g = GalleryDirectory::open(base.clone(), DIM)?;
+        let start = Instant::now();
+        insert(&g, templates, writers).await?;
+        let secs = start.elapsed().as_secs_f64();
+        println!("insert: {:.0} durable templates/s ({templates} in {secs:.1} s, {writers} writers in flight, SQLite WAL synchronous=FULL, one fsync per batch)", templates as f64 / secs);
+        g.shutdown();
+        drop(g);
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        let disk = dir_size(&scratch.path().join("bench"));
+        println!("store on disk: {:.0} B per template", disk as f64 / templates as f64);
+
+        let probes: Vec<(usize, Vec<f32>)> = (0..queries).map(|q| {
+            let i = (splitmix(q as u64 ^ 0xA5A5) % templates as u64) as usize;
+            (i, mated_probe(i, q as u64))
+        }).collect();
+        let mut exact_top1: Vec<Option<String>> = Vec::new();
+        println!("{:<6} {:>9} {:>12} {:>10} {:>10} {:>9} {:>12}", "index", "start s", "RSS B/tmpl", "p50 ms", "p99 ms", "rank-1", "= exact top1");
+        for kind in [IndexKind::Exact, IndexKind::Ivf] {
+            let rss0 = rss_bytes();
+            let start = Instant::now();
+            let g = GalleryDirectory::open(GalleryConfig { index: kind, ..base.clone() }, DIM)?;
+            wait_ready(&g, "bench").await?;
+            let startup = start.elapsed().as_secs_f64();
+            let per_template = (rss_bytes().saturating_sub(rss0)) as f64 / templates as f64;
+            let mut lat = Vec::with_capacity(queries);
+            let (mut rank1, mut agree) = (0usize, 0usize);
+            let mut tops = Vec::with_capacity(queries);
+            for (qi, (i, probe)) in probes.iter().enumerate() {
+                let t = Instant::now();
+                let hits = g.search("bench", probe.clone(), MODEL, 5, 0.0).await?;
+                lat.push(t.elapsed());
+                let top = hits.first().map(|c| c.subject_id.clone());
+                if top.as_deref() == Some(subject(*i).as_str()) {
+                    rank1 += 1;
+                }
+                if kind == IndexKind::Exact {
+                    exact_top1.push(top.clone());
+                } else if exact_top1.get(qi) == Some(&top) {
+                    agree += 1;
+                }
+                tops.push(top);
+            }
+            if kind == IndexKind::Exact {
+                agree = queries;
+            }
+            lat.sort();
+            let ms = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+            let name = match kind { IndexKind::Exact => "exact".to_string(), IndexKind::Ivf => format!("ivf{nlist}/{nprobe}") };
+            println!("{name:<6} {startup:>9.1} {per_template:>12.0} {:>10.2} {:>10.2} {:>8.1}% {:>11.1}%", ms(0.5), ms(0.99), 100.0 * rank1 as f64 / queries as f64, 100.0 * agree as f64 / queries as f64);
+            g.shutdown();
+            drop(g);
+            actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    })
+}
+
+fn subject(i: usize) -> String {
+    format!("s{i:08}")
+}
+
+async fn insert(g: &Arc<GalleryDirectory>, n: usize, writers: usize) -> Result<(), AnyError> {
+    let writers = writers.clamp(1, n.max(1));
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let g = g.clone();
+            actix_web::rt::spawn(async move {
+                let mut i = w;
+                while i < n {
+                    g.enrol("bench", &subject(i), template(i), MODEL, 0.9)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    i += writers;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+async fn wait_ready(g: &GalleryDirectory, partition: &str) -> Result<(), AnyError> {
+    loop {
+        match g.info().iter().find(|p| p.name == partition).map(|p| p.status) {
+            Some(PartitionStatus::Ready) => return Ok(()),
+            Some(PartitionStatus::Degraded) => return Err("partition failed to load".into()),
+            _ => actix_web::rt::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Standard normal values from a seed (Box-Muller).
+fn gaussians(seed: u64, n: usize) -> Vec<f32> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        state = splitmix(state);
+        let u1 = ((state >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        state = splitmix(state);
+        let u2 = (state >> 11) as f64 / (1u64 << 53) as f64;
+        let r = (-2.0 * u1.ln()).sqrt();
+        out.push((r * (2.0 * std::f64::consts::PI * u2).cos()) as f32);
+        out.push((r * (2.0 * std::f64::consts::PI * u2).sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}
+
+fn normalised(v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+fn template(i: usize) -> Vec<f32> {
+    normalised(gaussians(i as u64, DIM))
+}
+
+/// The template plus noise: cosine ~0.5 to its source, like a genuine pair of photos.
+fn mated_probe(i: usize, q: u64) -> Vec<f32> {
+    let sigma = (3.0f32 / DIM as f32).sqrt();
+    let t = template(i);
+    let noise = gaussians(q ^ 0xDEAD_BEEF_u64.rotate_left(17), DIM);
+    normalised(t.iter().zip(noise).map(|(a, e)| a + sigma * e).collect())
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
