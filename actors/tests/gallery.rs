@@ -17,7 +17,11 @@ fn unit(seed: u32) -> Vec<f32> {
 }
 
 fn open(dir: &std::path::Path) -> Arc<GalleryDirectory> {
-    let cfg = GalleryConfig { data_dir: dir.to_path_buf(), max_templates_per_subject: 3, ..GalleryConfig::default() };
+    let cfg = GalleryConfig {
+        data_dir: dir.to_path_buf(),
+        max_templates_per_subject: 3,
+        ..GalleryConfig::default()
+    };
     GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -198,9 +202,22 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!((s - 1.0).abs() < 1e-5);
     }
+    assert!(
+        tmp.path().join("big/snapshot/index.faiss").is_file(),
+        "a trained IVF index is snapshotted"
+    );
+    // Changes after the snapshot, then a crash-like restart: the snapshot is restored and
+    // brought up to date from the store.
     g.delete("big", "p123").await.unwrap_or_else(|e| panic!("{e}"));
+    g.enrol("big", "p400", unit(400), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+    g.inject_fault("big").await.unwrap_or_else(|e| panic!("{e}"));
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    until_ready(&g, "big").await;
     let hits = g.search("big", unit(123), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(hits[0].subject_id, "p123");
+    let hits = g.search("big", unit(400), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hits[0].subject_id, "p400");
+    assert_eq!(g.info()[0].templates, Some(400));
 }
 
 async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {

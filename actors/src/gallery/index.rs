@@ -68,6 +68,46 @@ impl GalleryIndex {
         Ok(Self::with(Backend::Ivf(index), dim))
     }
 
+    /// An IVF index restored from a snapshot; fill its subjects with `register`.
+    pub fn from_ivf(mut index: IVFFlatIndexImpl, dim: usize, nprobe: u32) -> Self {
+        limit_library_threads();
+        let nlist = index.nlist();
+        index.set_nprobe(nprobe.clamp(1, nlist));
+        Self::with(Backend::Ivf(index), dim)
+    }
+
+    /// The IVF index and the ids it holds, for a snapshot.
+    pub fn ivf_parts(&self) -> Option<(&IVFFlatIndexImpl, Vec<i64>)> {
+        match &self.backend {
+            Backend::Ivf(i) => Some((i, self.subject_of.keys().copied().collect())),
+            Backend::Exact(_) => None,
+        }
+    }
+
+    /// Record the subject of an id the FAISS index already holds (restored snapshot).
+    pub fn register(&mut self, id: i64, subject: String) {
+        let subject: Arc<str> = match self.ids_of.get_key_value(subject.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(subject),
+        };
+        self.subject_of.insert(id, subject.clone());
+        self.ids_of.entry(subject).or_default().push(id);
+    }
+
+    /// Drop ids from FAISS that the store no longer has (deleted after a snapshot).
+    pub fn remove_stale(&mut self, ids: &[i64]) -> faiss::error::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Idx> = ids.iter().map(|id| Idx::new(*id as u64)).collect();
+        let sel = IdSelector::batch(&ids)?;
+        match &mut self.backend {
+            Backend::Exact(i) => i.remove_ids(&sel)?,
+            Backend::Ivf(i) => i.remove_ids(&sel)?,
+        };
+        Ok(())
+    }
+
     fn with(backend: Backend, dim: usize) -> Self {
         Self {
             backend,

@@ -8,6 +8,7 @@
 //! reloads everything from the store while the partition reports itself degraded.
 
 pub mod index;
+pub mod snapshot;
 pub mod store;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -167,6 +168,8 @@ pub struct GalleryActor {
     index: IndexSettings,
     shared: Arc<Shared>,
     store: Option<Store>,
+    /// Set when the actor stops after a failure: its index is not snapshotted then.
+    failed: bool,
     pending: Vec<(Write, Reply)>,
     flush_scheduled: bool,
 }
@@ -181,6 +184,7 @@ impl GalleryActor {
             index,
             shared: shared.clone(),
             store: None,
+            failed: false,
             pending: Vec::new(),
             flush_scheduled: false,
         };
@@ -194,37 +198,77 @@ impl GalleryActor {
         let model_id = store.model_id().map_err(|e| e.to_string())?;
         let count = store.count().map_err(|e| e.to_string())?;
         let s = self.index;
-        let mut index = if s.kind == IndexKind::Ivf && count >= s.min_templates.max(s.nlist as usize * 39) {
-            // FAISS asks for at least 39 training points per list; 64 keeps k-means stable.
-            let sample = store.sample(s.nlist as usize * 64).map_err(|e| e.to_string())?;
-            GalleryIndex::new_ivf(self.dim, &sample, s.nlist, s.nprobe).map_err(|e| e.to_string())?
-        } else {
-            GalleryIndex::new(self.dim).map_err(|e| e.to_string())?
+        let ivf = s.kind == IndexKind::Ivf && count >= s.min_templates.max(s.nlist as usize * 39);
+        let restored = if ivf { snapshot::read(&self.dir, self.dim, s.nlist) } else { None };
+        let restored = restored.and_then(|snap| {
+            self.restore(&store, snap)
+                .map_err(|e| tracing::warn!(partition = %self.shared.partition, error = %e, "snapshot not usable"))
+                .ok()
+        });
+        let index = match restored {
+            Some(index) => index,
+            None => {
+                let index = if ivf {
+                    // FAISS asks for at least 39 training points per list; 64 keeps k-means stable.
+                    let sample = store.sample(s.nlist as usize * 64).map_err(|e| e.to_string())?;
+                    GalleryIndex::new_ivf(self.dim, &sample, s.nlist, s.nprobe).map_err(|e| e.to_string())?
+                } else {
+                    GalleryIndex::new(self.dim).map_err(|e| e.to_string())?
+                };
+                let index = add_rows(&store, 0, index)?;
+                self.write_snapshot(&index);
+                index
+            }
         };
-        let mut chunk = Vec::with_capacity(8192);
-        let mut failure = None;
-        store
-            .for_each(|row| {
-                if failure.is_some() {
-                    return;
-                }
-                chunk.push((row.id, row.subject, row.vector));
-                if chunk.len() == chunk.capacity() {
-                    failure = index.add(&chunk).err();
-                    chunk.clear();
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        if let Some(e) = failure {
-            return Err(e.to_string());
-        }
-        index.add(&chunk).map_err(|e| e.to_string())?;
         let reader = Reader::open(&self.dir).map_err(|e| e.to_string())?;
         tracing::info!(partition = %self.shared.partition, kind = ?index.kind(), templates = count, "index built");
         *self.shared.state.write() = Some(Loaded { index, model_id });
         *self.shared.reader.lock() = Some(reader);
         self.store = Some(store);
         Ok(())
+    }
+
+    /// A restored IVF snapshot brought up to date with the store.
+    fn restore(&self, store: &Store, snap: snapshot::Snapshot) -> Result<GalleryIndex, String> {
+        let mut index = GalleryIndex::from_ivf(snap.index, self.dim, self.index.nprobe);
+        let mut stale: std::collections::HashSet<i64> = snap.ids.into_iter().collect();
+        let mut missing = 0usize;
+        store
+            .for_each_subject(snap.meta.max_id, |id, subject| {
+                if stale.remove(&id) {
+                    index.register(id, subject);
+                } else {
+                    missing += 1;
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        if missing > 0 {
+            return Err(format!("the snapshot lacks {missing} stored templates; rebuilding from the store"));
+        }
+        let stale: Vec<i64> = stale.into_iter().collect();
+        index.remove_stale(&stale).map_err(|e| e.to_string())?;
+        let index = add_rows(store, snap.meta.max_id, index)?;
+        tracing::info!(partition = %self.shared.partition, deleted_since = stale.len(), "index restored from its snapshot");
+        Ok(index)
+    }
+
+    /// Snapshot an IVF index (a flat one rebuilds from the store as fast as it would read).
+    fn write_snapshot(&self, index: &GalleryIndex) {
+        if let Some((ivf, ids)) = index.ivf_parts() {
+            let meta = snapshot::Meta {
+                dim: self.dim,
+                nlist: self.index.nlist,
+                max_id: ids.iter().copied().max().unwrap_or(0),
+                templates: ids.len(),
+            };
+            let start = std::time::Instant::now();
+            match snapshot::write(&self.dir, ivf, &ids, &meta) {
+                Ok(()) => {
+                    tracing::info!(partition = %self.shared.partition, ms = start.elapsed().as_millis() as u64, "index snapshot written")
+                }
+                Err(e) => tracing::warn!(partition = %self.shared.partition, error = %e, "index snapshot failed; the next start rebuilds"),
+            }
+        }
     }
 
     fn start_loading(&mut self, ctx: &mut Context<Self>) {
@@ -295,6 +339,7 @@ impl GalleryActor {
                         detail: "write failed; the partition is restarting".into(),
                     }));
                 }
+                self.failed = true;
                 ctx.stop(); // the Supervisor restarts us and `started` reloads from the store
             }
         }
@@ -309,9 +354,15 @@ impl Actor for GalleryActor {
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
-        // Graceful shutdown: writes already queued are committed before the actor goes.
+        // Graceful shutdown: writes already queued are committed before the actor goes,
+        // and a large partition leaves a fresh snapshot for a fast start.
         if self.store.is_some() && !self.pending.is_empty() {
             self.flush(ctx);
+        }
+        if !self.failed {
+            if let Some(loaded) = self.shared.state.read().as_ref() {
+                self.write_snapshot(&loaded.index);
+            }
         }
         Running::Stop
     }
@@ -322,6 +373,7 @@ impl Supervised for GalleryActor {
         tracing::warn!(partition = %self.shared.partition, "partition actor restarting");
         self.shared.set_status(PartitionStatus::Loading);
         self.store = None;
+        self.failed = false;
         *self.shared.state.write() = None;
         *self.shared.reader.lock() = None;
         for (_, reply) in self.pending.drain(..) {
@@ -383,6 +435,7 @@ impl Handler<InjectFault> for GalleryActor {
     fn handle(&mut self, _: InjectFault, ctx: &mut Self::Context) {
         let outcome = catch_unwind(|| panic!("injected fault"));
         if outcome.is_err() {
+            self.failed = true;
             ctx.stop();
         }
     }
@@ -400,4 +453,27 @@ impl Handler<Stall> for GalleryActor {
     fn handle(&mut self, msg: Stall, _: &mut Self::Context) {
         std::thread::sleep(msg.0);
     }
+}
+
+/// Add every stored template after row `after` to `index`, in chunks.
+fn add_rows(store: &Store, after: i64, mut index: GalleryIndex) -> Result<GalleryIndex, String> {
+    let mut chunk = Vec::with_capacity(8192);
+    let mut failure = None;
+    store
+        .for_each_after(after, |row| {
+            if failure.is_some() {
+                return;
+            }
+            chunk.push((row.id, row.subject, row.vector));
+            if chunk.len() == chunk.capacity() {
+                failure = index.add(&chunk).err();
+                chunk.clear();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    if let Some(e) = failure {
+        return Err(e.to_string());
+    }
+    index.add(&chunk).map_err(|e| e.to_string())?;
+    Ok(index)
 }

@@ -96,9 +96,16 @@ impl Store {
     }
 
     /// Every template, for rebuilding the index.
-    pub fn for_each(&self, mut f: impl FnMut(Row)) -> rusqlite::Result<()> {
-        let mut stmt = self.conn.prepare("SELECT id, subject_id, vector FROM templates ORDER BY id")?;
-        let mut rows = stmt.query([])?;
+    pub fn for_each(&self, f: impl FnMut(Row)) -> rusqlite::Result<()> {
+        self.for_each_after(0, f)
+    }
+
+    /// Every template stored after row `after`.
+    pub fn for_each_after(&self, after: i64, mut f: impl FnMut(Row)) -> rusqlite::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, subject_id, vector FROM templates WHERE id > ?1 ORDER BY id")?;
+        let mut rows = stmt.query(params![after])?;
         while let Some(r) = rows.next()? {
             let blob: Vec<u8> = r.get(2)?;
             f(Row {
@@ -106,6 +113,18 @@ impl Store {
                 subject: r.get(1)?,
                 vector: from_bytes(&blob),
             });
+        }
+        Ok(())
+    }
+
+    /// (row id, subject) of every template up to row `until`, without the vectors.
+    pub fn for_each_subject(&self, until: i64, mut f: impl FnMut(i64, String)) -> rusqlite::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, subject_id FROM templates WHERE id <= ?1 ORDER BY id")?;
+        let mut rows = stmt.query(params![until])?;
+        while let Some(r) = rows.next()? {
+            f(r.get(0)?, r.get(1)?);
         }
         Ok(())
     }
