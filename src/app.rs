@@ -40,7 +40,12 @@ pub enum StartError {
 impl AppState {
     /// Load the models and the partitions. Runs inside an actix system.
     pub fn start(cfg: Config) -> Result<Arc<Self>, StartError> {
-        let pool = PipelinePool::start(&cfg.pool, &cfg.pipeline, &cfg.runtime.onnxruntime, &cfg.runtime.provider)?;
+        let pool = PipelinePool::start(
+            &cfg.pool,
+            &cfg.pipeline,
+            &cfg.runtime.onnxruntime,
+            facegate_models::runtime::Provider::parse(&cfg.runtime.provider, cfg.runtime.provider_required)?,
+        )?;
         let gallery = GalleryDirectory::open(cfg.gallery.clone(), pool.info().dim)?;
         let keys = Keys::new(cfg.auth.keys.clone());
         Ok(Arc::new(Self {

@@ -33,6 +33,41 @@ pub enum BenchSet {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write synthetic templates straight into a partition's store (server stopped), so a
+    /// load test runs against a gallery of a realistic size.
+    Seed {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "bench")]
+        partition: String,
+        #[arg(long, default_value_t = 10_000)]
+        templates: usize,
+        /// Must be the model the server runs (templates of other models are refused).
+        #[arg(long, default_value = "arcface-w600k-mbf")]
+        model_id: String,
+    },
+    /// End-to-end load over real HTTP against a running server: search and verify at each
+    /// concurrency, then enrol.
+    Load {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long, env = "FACEGATE_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Folder of face photos (e.g. ../shared/data/faces/lfw/images); default: the
+        /// registry test photos in models/testdata.
+        #[arg(long)]
+        photos: Option<PathBuf>,
+        /// Partition searched (seeded with `bench seed`) and the subject verified against.
+        #[arg(long, default_value = "bench")]
+        partition: String,
+        #[arg(long, default_value = "s00000000")]
+        subject: String,
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+        concurrency: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 type AnyError = Box<dyn std::error::Error>;
@@ -41,14 +76,41 @@ const DIM: usize = 512;
 const MODEL: &str = "bench-synthetic";
 
 pub fn run(set: BenchSet) -> Result<(), AnyError> {
-    let BenchSet::Gallery {
-        templates,
-        queries,
-        writers,
-        nlist,
-        nprobe,
-        dir,
-    } = set;
+    match set {
+        BenchSet::Gallery {
+            templates,
+            queries,
+            writers,
+            nlist,
+            nprobe,
+            dir,
+        } => gallery(templates, queries, writers, nlist, nprobe, dir),
+        BenchSet::Seed {
+            data_dir,
+            partition,
+            templates,
+            model_id,
+        } => seed(&data_dir, &partition, templates, &model_id),
+        BenchSet::Load {
+            server,
+            api_key,
+            photos,
+            partition,
+            subject,
+            concurrency,
+            seconds,
+        } => load(&server, api_key, photos.as_deref(), &partition, &subject, &concurrency, seconds),
+    }
+}
+
+fn gallery(
+    templates: usize,
+    queries: usize,
+    writers: usize,
+    nlist: Option<u32>,
+    nprobe: Option<u32>,
+    dir: Option<PathBuf>,
+) -> Result<(), AnyError> {
     let scratch = tempfile::Builder::new()
         .prefix("facegate-bench-")
         .tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
@@ -212,4 +274,155 @@ fn dir_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
+}
+
+fn seed(data_dir: &std::path::Path, partition: &str, n: usize, model_id: &str) -> Result<(), AnyError> {
+    facegate_actors::names::validate_partition(partition)?;
+    let dir = data_dir.join(partition);
+    std::fs::create_dir_all(&dir)?;
+    let mut store = facegate_actors::gallery::store::Store::open(&dir, 10)?;
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<_> = (i..(i + 5000).min(n))
+            .map(|k| facegate_actors::gallery::store::Write::Enrol {
+                subject: subject(k),
+                vector: template(k),
+                model_id: model_id.into(),
+                quality: 0.9,
+            })
+            .collect();
+        i += batch.len();
+        store.apply(&batch)?;
+    }
+    println!(
+        "seeded {n} synthetic templates of {model_id} into {} in {:.1} s",
+        dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+struct Sample {
+    latency: Duration,
+    status: u16,
+}
+
+/// Run `threads` clients for `secs` seconds, each sending `body(i)` to `path` in a loop.
+fn hammer(
+    client: &crate::client::Client,
+    path: &str,
+    threads: usize,
+    secs: u64,
+    body: &(dyn Fn(usize) -> String + Sync),
+) -> (Vec<Sample>, f64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let samples = std::sync::Mutex::new(Vec::new());
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut mine = Vec::new();
+                while Instant::now() < deadline {
+                    let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let payload = body(i);
+                    let t = Instant::now();
+                    let status = client.post(path, &payload).map(|a| a.status).unwrap_or(0);
+                    mine.push(Sample {
+                        latency: t.elapsed(),
+                        status,
+                    });
+                }
+                samples.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+            });
+        }
+    });
+    let wall = start.elapsed().as_secs_f64();
+    (samples.into_inner().unwrap_or_else(|e| e.into_inner()), wall)
+}
+
+fn report(label: &str, threads: usize, samples: &[Sample], wall: f64) {
+    let mut ok: Vec<Duration> = samples.iter().filter(|s| s.status == 200).map(|s| s.latency).collect();
+    ok.sort();
+    let pct = |p: f64| {
+        ok.get(((ok.len().max(1) - 1) as f64 * p) as usize)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(f64::NAN)
+    };
+    let overloaded = samples.iter().filter(|s| s.status == 503).count();
+    let refused = samples.iter().filter(|s| (400..500).contains(&s.status)).count();
+    let failed = samples
+        .iter()
+        .filter(|s| s.status == 0 || (s.status >= 500 && s.status != 503))
+        .count();
+    println!(
+        "{label:<7} {threads:>3} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>8} {:>6}",
+        ok.len() as f64 / wall,
+        pct(0.5),
+        pct(0.95),
+        pct(0.99),
+        refused,
+        overloaded,
+        failed
+    );
+}
+
+fn load(
+    server: &str,
+    key: Option<String>,
+    photos: Option<&std::path::Path>,
+    partition: &str,
+    subject_id: &str,
+    levels: &[usize],
+    secs: u64,
+) -> Result<(), AnyError> {
+    use base64::Engine;
+    let files = match photos {
+        Some(dir) => crate::enrol_dir::images(dir),
+        None => ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png"]
+            .iter()
+            .map(|f| crate::config::resolve(std::path::Path::new("models/testdata")).join(f))
+            .collect(),
+    };
+    // A fixed, spread-out sample of at most 256 photos, read once.
+    let step = (files.len() / 256).max(1);
+    let images: Vec<String> = files
+        .iter()
+        .step_by(step)
+        .take(256)
+        .filter_map(|f| std::fs::read(f).ok())
+        .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+        .collect();
+    if images.is_empty() {
+        return Err("no photos found".into());
+    }
+    let client = crate::client::Client::new(server, key);
+    println!(
+        "load: {} photos, {secs} s per level, partition {partition}, server {server}",
+        images.len()
+    );
+    println!(
+        "{:<7} {:>3} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "what", "c", "ok/s", "p50 ms", "p95 ms", "p99 ms", "4xx", "503", "errors"
+    );
+    for &c in levels {
+        let body = |i: usize| serde_json::json!({"image": images[i % images.len()], "partition": partition, "top_k": 5}).to_string();
+        let (samples, wall) = hammer(&client, "/api/v1/search", c, secs, &body);
+        report("search", c, &samples, wall);
+    }
+    for &c in levels {
+        let body =
+            |i: usize| serde_json::json!({"image": images[i % images.len()], "partition": partition, "subject_id": subject_id}).to_string();
+        let (samples, wall) = hammer(&client, "/api/v1/verify", c, secs, &body);
+        report("verify", c, &samples, wall);
+    }
+    let c = levels.iter().copied().max().unwrap_or(4).min(4);
+    let body = |i: usize| {
+        serde_json::json!({"image": images[i % images.len()], "partition": format!("{partition}-enrol"), "subject_id": format!("load-{i}")})
+            .to_string()
+    };
+    let (samples, wall) = hammer(&client, "/api/v1/enrol", c, secs, &body);
+    report("enrol", c, &samples, wall);
+    Ok(())
 }

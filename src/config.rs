@@ -46,8 +46,10 @@ pub struct ServerConfig {
 pub struct RuntimeConfig {
     /// The ONNX Runtime shared library (from the PyPI onnxruntime wheel; models/fetch.py).
     pub onnxruntime: PathBuf,
-    /// Execution provider: "cpu".
+    /// Execution provider: "cpu" or "cuda".
     pub provider: String,
+    /// With "cuda": refuse to start when CUDA cannot be used, instead of a warning and the CPU.
+    pub provider_required: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,6 +100,7 @@ impl Default for RuntimeConfig {
         Self {
             onnxruntime: PathBuf::from("models/runtime/libonnxruntime.so.1.31.1"),
             provider: "cpu".into(),
+            provider_required: false,
         }
     }
 }
@@ -160,6 +163,9 @@ impl Config {
         }
         if s.request_timeout_secs == 0 {
             return fail("server.request_timeout_secs must be positive");
+        }
+        if !matches!(self.runtime.provider.as_str(), "cpu" | "cuda") {
+            return fail("runtime.provider must be \"cpu\" or \"cuda\"");
         }
         if self.pool.max_inflight == 0 {
             return fail("pool.max_inflight must be positive");

@@ -41,7 +41,10 @@ pub enum EvalSet {
 type AnyError = Box<dyn std::error::Error>;
 
 pub fn run(cfg: &Config, set: EvalSet) -> Result<(), AnyError> {
-    runtime::init(&cfg.runtime.onnxruntime, &cfg.runtime.provider)?;
+    runtime::init(
+        &cfg.runtime.onnxruntime,
+        runtime::Provider::parse(&cfg.runtime.provider, cfg.runtime.provider_required)?,
+    )?;
     Pipeline::verify_files(&cfg.pipeline)?;
     match set {
         EvalSet::Lfw { data, workers } => lfw(cfg, &data, workers),

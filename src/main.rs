@@ -33,6 +33,8 @@ enum Command {
         #[command(subcommand)]
         set: facegate::eval::EvalSet,
     },
+    /// Enrol every image of a folder through a running server.
+    EnrolDir(facegate::enrol_dir::EnrolDir),
     /// Benchmarks that print figures (BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Check => check(cfg),
         Command::Eval { set } => facegate::eval::run(&cfg, set),
         Command::Bench { set } => facegate::bench::run(set),
+        Command::EnrolDir(args) => facegate::enrol_dir::run(args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

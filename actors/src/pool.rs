@@ -121,7 +121,12 @@ pub struct PipelinePool {
 impl PipelinePool {
     /// Load ONNX Runtime, check every model file, load and warm up each worker's sessions.
     /// Any failure stops here, naming the file: the service never starts half-working.
-    pub fn start(pool: &PoolConfig, cfg: &PipelineConfig, ort_library: &std::path::Path, provider: &str) -> Result<Self, ModelError> {
+    pub fn start(
+        pool: &PoolConfig,
+        cfg: &PipelineConfig,
+        ort_library: &std::path::Path,
+        provider: runtime::Provider,
+    ) -> Result<Self, ModelError> {
         cfg.validate()?;
         let runtime = runtime::init(ort_library, provider)?;
         let files = Pipeline::verify_files(cfg)?;

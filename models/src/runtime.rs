@@ -3,7 +3,10 @@
 //! every model.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+
+use ort::ep::ExecutionProvider;
 
 use ort::session::{builder::GraphOptimizationLevel, Session};
 
@@ -16,25 +19,46 @@ pub struct RuntimeInfo {
     pub version: String,
     /// The execution provider sessions run on.
     pub provider: String,
+    /// What the configuration asked for ("cpu" or "cuda").
+    pub requested: String,
     pub library: String,
 }
+
+/// Which execution provider to ask for, and whether its absence stops start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda { required: bool },
+}
+
+impl Provider {
+    pub fn parse(name: &str, required: bool) -> Result<Self, ModelError> {
+        match name {
+            "cpu" => Ok(Provider::Cpu),
+            "cuda" => Ok(Provider::Cuda { required }),
+            other => Err(ModelError::Config(format!(
+                "runtime.provider = {other:?}: expected \"cpu\" or \"cuda\""
+            ))),
+        }
+    }
+}
+
+/// Sessions get the CUDA provider while this is set; cleared (with a warning) when CUDA
+/// turns out unusable and was not required, so health reports what really runs.
+static CUDA_ACTIVE: AtomicBool = AtomicBool::new(false);
+static CUDA_REQUIRED: AtomicBool = AtomicBool::new(false);
 
 /// The environment must outlive every session: ort keeps only a weak reference to it.
 static RUNTIME: OnceLock<(RuntimeInfo, ort::environment::Environment)> = OnceLock::new();
 
 /// Load `libonnxruntime` from `library` once per process. ort panics on first use when the
 /// library is missing, so this must run (and succeed) before any session is built.
-pub fn init(library: &Path, provider: &str) -> Result<RuntimeInfo, ModelError> {
+pub fn init(library: &Path, provider: Provider) -> Result<RuntimeInfo, ModelError> {
     // Serialise first initialisations: ORT allows one environment per process.
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _once = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((info, _)) = RUNTIME.get() {
         return Ok(info.clone());
-    }
-    if provider != "cpu" {
-        return Err(ModelError::Config(format!(
-            "runtime.provider = {provider:?}: this build runs ONNX Runtime on the CPU only; set it to \"cpu\""
-        )));
     }
     if !library.is_file() {
         return Err(ModelError::File {
@@ -47,12 +71,32 @@ pub fn init(library: &Path, provider: &str) -> Result<RuntimeInfo, ModelError> {
         reason: format!("cannot load ONNX Runtime: {e}"),
     })?;
     let env = builder.with_name("facegate").build()?;
+    let version = library_version(library).unwrap_or_else(|| build_version(ort::info()));
+    let requested = match provider {
+        Provider::Cpu => "cpu",
+        Provider::Cuda { .. } => "cuda",
+    };
+    if let Provider::Cuda { required } = provider {
+        CUDA_REQUIRED.store(required, Ordering::Release);
+        if ort::ep::CUDA::is_available().unwrap_or(false) {
+            CUDA_ACTIVE.store(true, Ordering::Release);
+        } else if required {
+            return Err(ModelError::Config(format!(
+                "runtime.provider = \"cuda\" is required, but the loaded ONNX Runtime {version} ({}) has no CUDA provider; use the library of the PyPI onnxruntime-gpu wheel",
+                library.display()
+            )));
+        } else {
+            tracing::warn!(%version, "CUDA was asked for, but the loaded ONNX Runtime has no CUDA provider: running on the CPU");
+        }
+    }
     let info = RuntimeInfo {
-        version: library_version(library).unwrap_or_else(|| build_version(ort::info())),
-        provider: "CPUExecutionProvider".into(),
+        version,
+        provider: String::new(),
+        requested: requested.into(),
         library: library.display().to_string(),
     };
-    Ok(RUNTIME.get_or_init(|| (info, env)).0.clone())
+    RUNTIME.get_or_init(|| (info, env));
+    self::info().ok_or_else(|| ModelError::Runtime("ONNX Runtime environment missing".into()))
 }
 
 /// The version the library itself reports (`OrtGetApiBase()->GetVersionString()`).
@@ -84,7 +128,15 @@ fn build_version(info: &str) -> String {
 
 /// The live runtime, once `init` has succeeded.
 pub fn info() -> Option<RuntimeInfo> {
-    RUNTIME.get().map(|(info, _)| info.clone())
+    RUNTIME.get().map(|(info, _)| RuntimeInfo {
+        provider: if CUDA_ACTIVE.load(Ordering::Acquire) {
+            "CUDAExecutionProvider"
+        } else {
+            "CPUExecutionProvider"
+        }
+        .into(),
+        ..info.clone()
+    })
 }
 
 /// One session on the CPU provider. Intra-op spinning is off: with it, two threads under
@@ -96,23 +148,42 @@ pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError>
             reason: "not found; run `python3 models/fetch.py`".into(),
         });
     }
+    let Some((_, env)) = RUNTIME.get() else {
+        return Err(ModelError::Runtime("ONNX Runtime is not initialised (runtime::init)".into()));
+    };
+    if CUDA_ACTIVE.load(Ordering::Acquire) {
+        match build(env, path, intra_threads, true) {
+            Ok(s) => return Ok(s),
+            Err(e) if CUDA_REQUIRED.load(Ordering::Acquire) => return Err(e),
+            Err(e) => {
+                // Never a silent fallback: said once, loudly, and health shows the CPU.
+                CUDA_ACTIVE.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "the CUDA provider could not start: running on the CPU");
+            }
+        }
+    }
+    build(env, path, intra_threads, false)
+}
+
+fn build(env: &ort::environment::Environment, path: &Path, intra_threads: usize, cuda: bool) -> Result<Session, ModelError> {
     let file_err = |e: ort::Error| ModelError::File {
         path: path.to_path_buf(),
         reason: format!("ONNX Runtime cannot load it: {e}"),
     };
-    let Some((_, env)) = RUNTIME.get() else {
-        return Err(ModelError::Runtime("ONNX Runtime is not initialised (runtime::init)".into()));
-    };
-    Session::builder(env)
+    let mut builder = Session::builder(env)
         .map_err(ModelError::from)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| ModelError::Runtime(e.to_string()))?
         .with_intra_threads(intra_threads.max(1))
         .map_err(|e| ModelError::Runtime(e.to_string()))?
         .with_intra_op_spinning(false)
-        .map_err(|e| ModelError::Runtime(e.to_string()))?
-        .commit_from_file(path)
-        .map_err(file_err)
+        .map_err(|e| ModelError::Runtime(e.to_string()))?;
+    if cuda {
+        ort::ep::CUDA::default()
+            .register(&mut builder)
+            .map_err(|e| ModelError::Runtime(format!("CUDA provider: {e}")))?;
+    }
+    builder.commit_from_file(path).map_err(file_err)
 }
 
 /// The declared shape of a session's first input (-1 for a free dimension).

@@ -10,7 +10,7 @@ fn root() -> PathBuf {
 }
 
 fn pipeline() -> Pipeline {
-    runtime::init(&root().join("runtime/libonnxruntime.so.1.31.1"), "cpu").unwrap_or_else(|e| panic!("{e}"));
+    runtime::init(&root().join("runtime/libonnxruntime.so.1.31.1"), runtime::Provider::Cpu).unwrap_or_else(|e| panic!("{e}"));
     let cfg = PipelineConfig {
         models_dir: root().join("files"),
         ..PipelineConfig::default()

@@ -17,6 +17,7 @@ pub async fn handle(state: web::Data<AppState>) -> HttpResponse {
     let partitions: serde_json::Map<String, serde_json::Value> =
         state.gallery.info().into_iter().map(|p| (p.name, json!(p.status))).collect();
     let info = state.pool.info();
+    let runtime = facegate_models::runtime::info().unwrap_or_else(|| info.runtime.clone());
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "components": {
@@ -29,7 +30,7 @@ pub async fn handle(state: web::Data<AppState>) -> HttpResponse {
             "storage": storage,
         },
         "model_id": info.model_id,
-        "runtime": { "onnxruntime": info.runtime.version, "execution_provider": info.runtime.provider },
+        "runtime": { "onnxruntime": runtime.version, "execution_provider": runtime.provider, "requested_provider": runtime.requested },
         "partitions": partitions,
     });
     if healthy {
