@@ -2,7 +2,7 @@
 //! the subject of every id. Inner product on unit vectors is cosine.
 //!
 //! Two kinds, chosen per partition by configuration:
-//! * exact: FAISS `IDMap2,Flat`. Deletes tombstone ids, which searches skip, compacted out
+//! * exact: FAISS `IDMap,Flat`. Deletes tombstone ids, which searches skip, compacted out
 //!   of FAISS in batches: `remove_ids` costs O(n) whatever the number of ids (~450 ms at
 //!   1M), so one call per batch, not per delete.
 //! * IVF: FAISS `IVF{nlist},Flat`, trained on a sample of the partition, probing `nprobe`
@@ -38,7 +38,9 @@ pub struct GalleryIndex {
     backend: Backend,
     dim: usize,
     subject_of: HashMap<i64, Arc<str>>,
-    ids_of: HashMap<Arc<str>, Vec<i64>>,
+    /// Templates per subject: membership and counts only (deletes get their ids from the
+    /// store), which keeps the per-template overhead small.
+    templates_of: HashMap<Arc<str>, u32>,
     tombstones: HashSet<i64>,
 }
 
@@ -53,7 +55,7 @@ impl GalleryIndex {
     /// An exact index.
     pub fn new(dim: usize) -> faiss::error::Result<Self> {
         limit_library_threads();
-        let index = index_factory(dim as u32, "IDMap2,Flat", MetricType::InnerProduct)?
+        let index = index_factory(dim as u32, "IDMap,Flat", MetricType::InnerProduct)?
             .into_id_map()?
             .try_cast_inner_index::<FlatIndexImpl>()?;
         Ok(Self::with(Backend::Exact(index), dim))
@@ -86,12 +88,7 @@ impl GalleryIndex {
 
     /// Record the subject of an id the FAISS index already holds (restored snapshot).
     pub fn register(&mut self, id: i64, subject: String) {
-        let subject: Arc<str> = match self.ids_of.get_key_value(subject.as_str()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(subject),
-        };
-        self.subject_of.insert(id, subject.clone());
-        self.ids_of.entry(subject).or_default().push(id);
+        self.insert_subject(id, &subject);
     }
 
     /// Drop ids from FAISS that the store no longer has (deleted after a snapshot).
@@ -108,12 +105,21 @@ impl GalleryIndex {
         Ok(())
     }
 
+    fn insert_subject(&mut self, id: i64, subject: &str) {
+        let subject: Arc<str> = match self.templates_of.get_key_value(subject) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(subject),
+        };
+        self.subject_of.insert(id, subject.clone());
+        *self.templates_of.entry(subject).or_default() += 1;
+    }
+
     fn with(backend: Backend, dim: usize) -> Self {
         Self {
             backend,
             dim,
             subject_of: HashMap::new(),
-            ids_of: HashMap::new(),
+            templates_of: HashMap::new(),
             tombstones: HashSet::new(),
         }
     }
@@ -130,7 +136,7 @@ impl GalleryIndex {
     }
 
     pub fn subjects(&self) -> usize {
-        self.ids_of.len()
+        self.templates_of.len()
     }
 
     pub fn templates(&self) -> usize {
@@ -138,7 +144,7 @@ impl GalleryIndex {
     }
 
     pub fn contains(&self, subject: &str) -> bool {
-        self.ids_of.contains_key(subject)
+        self.templates_of.contains_key(subject)
     }
 
     fn ntotal(&self) -> usize {
@@ -167,12 +173,7 @@ impl GalleryIndex {
             Backend::Ivf(i) => i.add_with_ids(&flat, &ids)?,
         }
         for (id, subject, _) in rows {
-            let subject: Arc<str> = match self.ids_of.get_key_value(subject.as_str()) {
-                Some((k, _)) => k.clone(),
-                None => Arc::from(subject.as_str()),
-            };
-            self.subject_of.insert(*id, subject.clone());
-            self.ids_of.entry(subject).or_default().push(*id);
+            self.insert_subject(*id, subject);
         }
         Ok(())
     }
@@ -183,10 +184,10 @@ impl GalleryIndex {
         let mut gone = Vec::new();
         for id in ids {
             if let Some(subject) = self.subject_of.remove(id) {
-                if let Some(list) = self.ids_of.get_mut(&subject) {
-                    list.retain(|x| x != id);
-                    if list.is_empty() {
-                        self.ids_of.remove(&subject);
+                if let Some(n) = self.templates_of.get_mut(&subject) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.templates_of.remove(&subject);
                     }
                 }
                 gone.push(Idx::new(*id as u64));

@@ -8,7 +8,7 @@
 //! added and templates deleted since are removed, from the store.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use faiss::index::ivf_flat::IVFFlatIndexImpl;
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,7 @@ pub fn read(dir: &Path, dim: usize, nlist: u32) -> Option<Snapshot> {
         })
 }
 
-fn read_one(d: &PathBuf, dim: usize, nlist: u32) -> Result<Option<Snapshot>, String> {
+fn read_one(d: &Path, dim: usize, nlist: u32) -> Result<Option<Snapshot>, String> {
     let Ok(meta) = fs::read(d.join("meta.json")) else { return Ok(None) };
     let meta: Meta = serde_json::from_slice(&meta).map_err(|e| e.to_string())?;
     if meta.dim != dim || meta.nlist != nlist {
