@@ -11,12 +11,14 @@
 //! Searches take `&self` (FAISS's search is const and thread-safe; `ConcurrentIndex`
 //! exposes it), so many run at once under a read lock.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Once};
+use std::collections::HashSet;
+use std::sync::Once;
 
 use faiss::index::{flat::FlatIndexImpl, id_map::IdMap, ivf_flat::IVFFlatIndexImpl, ConcurrentIndex};
 use faiss::{index_factory, selector::IdSelector, FlatIndex, Idx, Index, MetricType};
 use serde::{Deserialize, Serialize};
+
+use super::subjects::Subjects;
 
 /// Tombstones compacted out of an exact index once this many accumulate.
 const COMPACT_AT: usize = 1024;
@@ -37,10 +39,7 @@ enum Backend {
 pub struct GalleryIndex {
     backend: Backend,
     dim: usize,
-    subject_of: HashMap<i64, Arc<str>>,
-    /// Templates per subject: membership and counts only (deletes get their ids from the
-    /// store), which keeps the per-template overhead small.
-    templates_of: HashMap<Arc<str>, u32>,
+    subjects: Subjects,
     tombstones: HashSet<i64>,
 }
 
@@ -81,14 +80,14 @@ impl GalleryIndex {
     /// The IVF index and the ids it holds, for a snapshot.
     pub fn ivf_parts(&self) -> Option<(&IVFFlatIndexImpl, Vec<i64>)> {
         match &self.backend {
-            Backend::Ivf(i) => Some((i, self.subject_of.keys().copied().collect())),
+            Backend::Ivf(i) => Some((i, self.subjects.ids())),
             Backend::Exact(_) => None,
         }
     }
 
     /// Record the subject of an id the FAISS index already holds (restored snapshot).
     pub fn register(&mut self, id: i64, subject: String) {
-        self.insert_subject(id, &subject);
+        self.subjects.insert(id, &subject);
     }
 
     /// Drop ids from FAISS that the store no longer has (deleted after a snapshot).
@@ -105,21 +104,11 @@ impl GalleryIndex {
         Ok(())
     }
 
-    fn insert_subject(&mut self, id: i64, subject: &str) {
-        let subject: Arc<str> = match self.templates_of.get_key_value(subject) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(subject),
-        };
-        self.subject_of.insert(id, subject.clone());
-        *self.templates_of.entry(subject).or_default() += 1;
-    }
-
     fn with(backend: Backend, dim: usize) -> Self {
         Self {
             backend,
             dim,
-            subject_of: HashMap::new(),
-            templates_of: HashMap::new(),
+            subjects: Subjects::default(),
             tombstones: HashSet::new(),
         }
     }
@@ -136,15 +125,15 @@ impl GalleryIndex {
     }
 
     pub fn subjects(&self) -> usize {
-        self.templates_of.len()
+        self.subjects.subjects()
     }
 
     pub fn templates(&self) -> usize {
-        self.subject_of.len()
+        self.subjects.templates()
     }
 
     pub fn contains(&self, subject: &str) -> bool {
-        self.templates_of.contains_key(subject)
+        self.subjects.contains(subject)
     }
 
     fn ntotal(&self) -> usize {
@@ -173,7 +162,7 @@ impl GalleryIndex {
             Backend::Ivf(i) => i.add_with_ids(&flat, &ids)?,
         }
         for (id, subject, _) in rows {
-            self.insert_subject(*id, subject);
+            self.subjects.insert(*id, subject);
         }
         Ok(())
     }
@@ -183,13 +172,7 @@ impl GalleryIndex {
     pub fn remove(&mut self, ids: &[i64]) -> faiss::error::Result<()> {
         let mut gone = Vec::new();
         for id in ids {
-            if let Some(subject) = self.subject_of.remove(id) {
-                if let Some(n) = self.templates_of.get_mut(&subject) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.templates_of.remove(&subject);
-                    }
-                }
+            if self.subjects.remove(*id) {
                 gone.push(Idx::new(*id as u64));
                 self.tombstones.insert(*id);
             }
@@ -233,15 +216,15 @@ impl GalleryIndex {
             Backend::Exact(i) => ConcurrentIndex::search(i, query, k)?,
             Backend::Ivf(i) => ConcurrentIndex::search(i, query, k)?,
         };
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::with_capacity(top_k);
         let mut out = Vec::with_capacity(top_k);
         for (label, score) in result.labels.iter().zip(&result.distances) {
             let Some(id) = label.get().map(|v| v as i64) else { continue };
             if *score < min_score {
                 break; // results are sorted by score
             }
-            let Some(subject) = self.subject_of.get(&id) else { continue }; // tombstoned
-            if seen.insert(subject.clone()) {
+            let Some((slot, subject)) = self.subjects.of(id) else { continue }; // tombstoned
+            if seen.insert(slot) {
                 out.push(Candidate {
                     subject_id: subject.to_string(),
                     score: *score,

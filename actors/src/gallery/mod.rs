@@ -10,6 +10,7 @@
 pub mod index;
 pub mod snapshot;
 pub mod store;
+mod subjects;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
