@@ -222,7 +222,6 @@ fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
     let sd = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
     let (eer, eer_t) = eer(&all);
     let (tar, far_t, impostors) = tar_at_far(&all, 1e-3);
-    let share_below = |v: &[f32], t: f32| 100.0 * v.iter().filter(|x| **x < t).count() as f64 / v.len().max(1) as f64;
 
     println!(
         "LFW View 2, folds {folds:?}: {} pairs, {} images, model {}",
@@ -260,22 +259,8 @@ fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
         images.len(),
         100.0 * no_face as f64 / images.len() as f64
     );
-    println!(
-        "  bona fide refused by PAD at {:.3}: {:.2} %   (live score p1 {:.3}, p5 {:.3}, median {:.3})",
-        cfg.pipeline.pad.threshold,
-        share_below(&pads, cfg.pipeline.pad.threshold),
-        percentile(&pads, 1.0),
-        percentile(&pads, 5.0),
-        percentile(&pads, 50.0)
-    );
-    println!(
-        "  bona fide refused by quality at {:.2}: {:.2} %   (quality p1 {:.3}, p5 {:.3}, median {:.3})",
-        cfg.pipeline.quality.threshold,
-        share_below(&qualities, cfg.pipeline.quality.threshold),
-        percentile(&qualities, 1.0),
-        percentile(&qualities, 5.0),
-        percentile(&qualities, 50.0)
-    );
+    gate_line("PAD", "live score", cfg.pipeline.pad.threshold, &pads);
+    gate_line("quality", "quality", cfg.pipeline.quality.threshold, &qualities);
     println!(
         "  {} images in {:.1} s on {workers} workers ({:.1} images/s)",
         images.len(),
@@ -283,6 +268,13 @@ fn lfw(cfg: &Config, data: &Path, workers: usize) -> Result<(), AnyError> {
         images.len() as f64 / wall.as_secs_f64()
     );
     Ok(())
+}
+
+/// The share of bona fide scores a gate refuses at `threshold`, and where they lie.
+fn gate_line(gate: &str, score: &str, threshold: f32, v: &[f32]) {
+    let refused = 100.0 * v.iter().filter(|x| **x < threshold).count() as f64 / v.len().max(1) as f64;
+    let (p1, p5, p50) = (percentile(v, 1.0), percentile(v, 5.0), percentile(v, 50.0));
+    println!("  bona fide refused by {gate} at {threshold:.3}: {refused:.2} %   ({score} p1 {p1:.3}, p5 {p5:.3}, median {p50:.3})");
 }
 
 fn accuracy(pairs: &[(bool, f32)], t: f32) -> f64 {

@@ -8,7 +8,7 @@ use crate::{app::AppState, body, config::Right, error::ApiError, xml};
 #[serde(deny_unknown_fields)]
 struct DeleteRequest {
     subject_id: String,
-    #[serde(default = "super::search::default_partition")]
+    #[serde(default = "super::default_partition")]
     partition: String,
 }
 

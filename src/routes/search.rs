@@ -9,14 +9,10 @@ use crate::{app::AppState, body, config::Right, error::ApiError, xml};
 #[serde(deny_unknown_fields)]
 struct SearchRequest {
     image: String,
-    #[serde(default = "default_partition")]
+    #[serde(default = "super::default_partition")]
     partition: String,
     top_k: Option<i64>,
     min_score: Option<f64>,
-}
-
-pub fn default_partition() -> String {
-    "default".into()
 }
 
 /// POST /api/v1/search: 1:N.
