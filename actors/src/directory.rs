@@ -21,13 +21,16 @@ pub struct GalleryConfig {
     pub data_dir: PathBuf,
     /// Templates kept per subject; an enrolment beyond it replaces the oldest.
     pub max_templates_per_subject: usize,
-    /// "exact" (FAISS Flat) or "ivf" (FAISS IVF-Flat, for large partitions).
+    /// "exact" (FAISS Flat), "lsh" (sign codes + exact re-scoring) or "ivf" (IVF-Flat).
     pub index: IndexKind,
-    /// IVF: inverted lists, lists probed per search, and the partition size below which
-    /// a partition stays exact (it is trained when it loads past this size).
+    /// IVF: inverted lists and lists probed per search.
     pub ivf_nlist: u32,
     pub ivf_nprobe: u32,
-    pub ivf_min_templates: usize,
+    /// LSH: hits re-scored exactly, as a multiple of the hits a search needs.
+    pub lsh_rerank: f32,
+    /// An approximate partition stays exact below this size; it is built approximate when
+    /// it loads past it.
+    pub approx_min_templates: usize,
 }
 
 impl Default for GalleryConfig {
@@ -38,7 +41,8 @@ impl Default for GalleryConfig {
             index: IndexKind::Exact,
             ivf_nlist: 1024,
             ivf_nprobe: 32,
-            ivf_min_templates: 100_000,
+            lsh_rerank: 32.0,
+            approx_min_templates: 100_000,
         }
     }
 }
@@ -49,7 +53,8 @@ impl GalleryConfig {
             kind: self.index,
             nlist: self.ivf_nlist.max(1),
             nprobe: self.ivf_nprobe.max(1),
-            min_templates: self.ivf_min_templates,
+            rerank: self.lsh_rerank.max(1.0),
+            min_templates: self.approx_min_templates,
         }
     }
 }

@@ -180,7 +180,7 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
         index: facegate_actors::gallery::IndexKind::Ivf,
         ivf_nlist: 4,
         ivf_nprobe: 2,
-        ivf_min_templates: 300,
+        approx_min_templates: 300,
         ..GalleryConfig::default()
     };
     {
@@ -227,4 +227,37 @@ async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec
         out.push(h.await);
     }
     out
+}
+
+#[actix_rt::test]
+async fn a_large_partition_reloads_as_lsh_with_exact_scores() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = GalleryConfig {
+        data_dir: tmp.path().to_path_buf(),
+        index: facegate_actors::gallery::IndexKind::Lsh,
+        approx_min_templates: 300,
+        ..GalleryConfig::default()
+    };
+    {
+        let g = GalleryDirectory::open(cfg.clone(), DIM).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..400 {
+            g.enrol("big", &format!("p{i}"), unit(i), "m1", 0.9)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        g.shutdown();
+    }
+    let g = GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"));
+    until_ready(&g, "big").await;
+    for i in [0, 123, 399] {
+        let hits = g.search("big", unit(i), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hits[0].subject_id, format!("p{i}"));
+        assert!((hits[0].score - 1.0).abs() < 1e-4, "{}", hits[0].score);
+    }
+    g.delete("big", "p123").await.unwrap_or_else(|e| panic!("{e}"));
+    let hits = g.search("big", unit(123), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(hits[0].subject_id, "p123");
+    g.enrol("big", "p400", unit(400), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+    let hits = g.search("big", unit(400), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hits[0].subject_id, "p400");
 }

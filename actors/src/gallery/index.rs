@@ -7,6 +7,12 @@
 //!   1M), so one call per batch, not per delete.
 //! * IVF: FAISS `IVF{nlist},Flat`, trained on a sample of the partition, probing `nprobe`
 //!   lists per query. Scores are exact for the vectors it visits; removal is cheap.
+//! * LSH: FAISS `IDMap,LSH{d}t,RFlat`: a 64-byte sign code per template (thresholds at the
+//!   medians of a sample) scanned by Hamming distance, the best `rerank` x k re-scored
+//!   exactly from the full vectors. A mated probe at cosine 0.5 sits ~4.7 standard
+//!   deviations of Hamming distance below the 1,000th random template of a million, so
+//!   the short list holds it and rank-1 matches exact search. FAISS cannot remove from a
+//!   refined index: deletes stay tombstones until the partition's next load.
 //!
 //! Searches take `&self` (FAISS's search is const and thread-safe; `ConcurrentIndex`
 //! exposes it), so many run at once under a read lock.
@@ -14,7 +20,9 @@
 use std::collections::HashSet;
 use std::sync::Once;
 
-use faiss::index::{flat::FlatIndexImpl, id_map::IdMap, ivf_flat::IVFFlatIndexImpl, ConcurrentIndex};
+use faiss::index::{
+    flat::FlatIndexImpl, id_map::IdMap, ivf_flat::IVFFlatIndexImpl, lsh::LshIndex, refine_flat::RefineFlatIndexImpl, ConcurrentIndex,
+};
 use faiss::{index_factory, selector::IdSelector, FlatIndex, Idx, Index, MetricType};
 use serde::{Deserialize, Serialize};
 
@@ -29,11 +37,13 @@ const COMPACT_AT: usize = 1024;
 pub enum IndexKind {
     Exact,
     Ivf,
+    Lsh,
 }
 
 enum Backend {
     Exact(IdMap<FlatIndexImpl>),
     Ivf(IVFFlatIndexImpl),
+    Lsh(IdMap<RefineFlatIndexImpl<LshIndex>>),
 }
 
 pub struct GalleryIndex {
@@ -69,6 +79,17 @@ impl GalleryIndex {
         Ok(Self::with(Backend::Ivf(index), dim))
     }
 
+    /// An LSH index with exact re-scoring, its thresholds trained on `sample`.
+    pub fn new_lsh(dim: usize, sample: &[f32], rerank: f32) -> faiss::error::Result<Self> {
+        limit_library_threads();
+        let lsh = LshIndex::new_with_options(dim as u32, dim as u32, false, true)?;
+        let mut refine = RefineFlatIndexImpl::new(lsh)?;
+        refine.set_k_factor(rerank.max(1.0));
+        let mut index = IdMap::new(refine)?;
+        index.train(sample)?;
+        Ok(Self::with(Backend::Lsh(index), dim))
+    }
+
     /// An IVF index restored from a snapshot; fill its subjects with `register`.
     pub fn from_ivf(mut index: IVFFlatIndexImpl, dim: usize, nprobe: u32) -> Self {
         limit_library_threads();
@@ -81,7 +102,7 @@ impl GalleryIndex {
     pub fn ivf_parts(&self) -> Option<(&IVFFlatIndexImpl, Vec<i64>)> {
         match &self.backend {
             Backend::Ivf(i) => Some((i, self.subjects.ids())),
-            Backend::Exact(_) => None,
+            Backend::Exact(_) | Backend::Lsh(_) => None,
         }
     }
 
@@ -100,6 +121,11 @@ impl GalleryIndex {
         match &mut self.backend {
             Backend::Exact(i) => i.remove_ids(&sel)?,
             Backend::Ivf(i) => i.remove_ids(&sel)?,
+            // A refined index cannot remove: searches skip these ids instead.
+            Backend::Lsh(_) => {
+                self.tombstones.extend(ids.iter().filter_map(|i| i.get()).map(|i| i as i64));
+                0
+            }
         };
         Ok(())
     }
@@ -117,6 +143,7 @@ impl GalleryIndex {
         match self.backend {
             Backend::Exact(_) => IndexKind::Exact,
             Backend::Ivf(_) => IndexKind::Ivf,
+            Backend::Lsh(_) => IndexKind::Lsh,
         }
     }
 
@@ -140,6 +167,7 @@ impl GalleryIndex {
         match &self.backend {
             Backend::Exact(i) => i.ntotal() as usize,
             Backend::Ivf(i) => i.ntotal() as usize,
+            Backend::Lsh(i) => i.ntotal() as usize,
         }
     }
 
@@ -160,6 +188,7 @@ impl GalleryIndex {
         match &mut self.backend {
             Backend::Exact(i) => i.add_with_ids(&flat, &ids)?,
             Backend::Ivf(i) => i.add_with_ids(&flat, &ids)?,
+            Backend::Lsh(i) => i.add_with_ids(&flat, &ids)?,
         }
         for (id, subject, _) in rows {
             self.subjects.insert(*id, subject);
@@ -189,7 +218,7 @@ impl GalleryIndex {
     }
 
     pub fn compact(&mut self) -> faiss::error::Result<()> {
-        if self.tombstones.is_empty() {
+        if self.tombstones.is_empty() || matches!(self.backend, Backend::Lsh(_)) {
             return Ok(());
         }
         let ids: Vec<Idx> = self.tombstones.iter().map(|id| Idx::new(*id as u64)).collect();
@@ -197,6 +226,7 @@ impl GalleryIndex {
         match &mut self.backend {
             Backend::Exact(i) => i.remove_ids(&sel)?,
             Backend::Ivf(i) => i.remove_ids(&sel)?,
+            Backend::Lsh(_) => 0,
         };
         self.tombstones.clear();
         Ok(())
@@ -215,6 +245,13 @@ impl GalleryIndex {
         let result = match &self.backend {
             Backend::Exact(i) => ConcurrentIndex::search(i, query, k)?,
             Backend::Ivf(i) => ConcurrentIndex::search(i, query, k)?,
+            Backend::Lsh(i) => {
+                // The refinement runs in the base index's metric, L2: on unit vectors
+                // |a - b|^2 = 2 - 2 cos, the same order; turned back into cosine here.
+                let mut r = ConcurrentIndex::search(i, query, k)?;
+                r.distances.iter_mut().for_each(|d| *d = 1.0 - *d / 2.0);
+                r
+            }
         };
         let mut seen = HashSet::with_capacity(top_k);
         let mut out = Vec::with_capacity(top_k);
@@ -243,6 +280,7 @@ impl GalleryIndex {
         match &self.backend {
             Backend::Exact(i) => ConcurrentIndex::search(i, &q, 1).is_ok(),
             Backend::Ivf(i) => ConcurrentIndex::search(i, &q, 1).is_ok(),
+            Backend::Lsh(i) => ConcurrentIndex::search(i, &q, 1).is_ok(),
         }
     }
 }
@@ -314,6 +352,25 @@ mod tests {
         let hits = idx.search(&unit(42, 16), 1, 0.0, 1).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(hits[0].subject_id, "s42");
         assert_eq!(idx.ntotal(), 1999);
+    }
+
+    #[test]
+    fn lsh_rescored_finds_mated_probes_and_skips_deleted() {
+        let dim = 64;
+        let rows: Vec<_> = (0..5000).map(|i| (i as i64 + 1, format!("s{i}"), unit(i, dim))).collect();
+        let sample: Vec<f32> = rows.iter().take(2000).flat_map(|r| r.2.clone()).collect();
+        let mut idx = GalleryIndex::new_lsh(dim, &sample, 16.0).unwrap_or_else(|e| panic!("{e}"));
+        idx.add(&rows).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(idx.kind(), IndexKind::Lsh);
+        for i in [0u32, 777, 4999] {
+            let hits = idx.search(&unit(i, dim), 3, 0.0, 1).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(hits[0].subject_id, format!("s{i}"));
+            assert!((hits[0].score - 1.0).abs() < 1e-5, "scores are exact after re-scoring");
+        }
+        idx.remove(&[778]).unwrap_or_else(|e| panic!("{e}"));
+        idx.compact().unwrap_or_else(|e| panic!("{e}"));
+        let hits = idx.search(&unit(777, dim), 1, 0.0, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(hits[0].subject_id, "s777");
     }
 
     #[test]

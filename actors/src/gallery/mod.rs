@@ -156,9 +156,12 @@ type Reply = oneshot::Sender<Result<Applied, GalleryError>>;
 #[derive(Debug, Clone, Copy)]
 pub struct IndexSettings {
     pub kind: IndexKind,
-    /// IVF only: lists, lists probed per query, and the size below which exact is used.
+    /// IVF only: lists, lists probed per query.
     pub nlist: u32,
     pub nprobe: u32,
+    /// LSH only: the short list re-scored exactly is `rerank` x the hits asked for.
+    pub rerank: f32,
+    /// Approximate kinds: below this many templates a partition stays exact.
     pub min_templates: usize,
 }
 
@@ -200,6 +203,7 @@ impl GalleryActor {
         let count = store.count().map_err(|e| e.to_string())?;
         let s = self.index;
         let ivf = s.kind == IndexKind::Ivf && count >= s.min_templates.max(s.nlist as usize * 39);
+        let lsh = s.kind == IndexKind::Lsh && count >= s.min_templates.max(1);
         let restored = if ivf { snapshot::read(&self.dir, self.dim, s.nlist) } else { None };
         let restored = restored.and_then(|snap| {
             self.restore(&store, snap)
@@ -209,7 +213,11 @@ impl GalleryActor {
         let index = match restored {
             Some(index) => index,
             None => {
-                let index = if ivf {
+                let index = if lsh {
+                    // Per-bit thresholds at the medians of a sample of the partition.
+                    let sample = store.sample(20_000).map_err(|e| e.to_string())?;
+                    GalleryIndex::new_lsh(self.dim, &sample, s.rerank).map_err(|e| e.to_string())?
+                } else if ivf {
                     // FAISS asks for at least 39 training points per list; 64 keeps k-means stable.
                     let sample = store.sample(s.nlist as usize * 64).map_err(|e| e.to_string())?;
                     GalleryIndex::new_ivf(self.dim, &sample, s.nlist, s.nprobe).map_err(|e| e.to_string())?
