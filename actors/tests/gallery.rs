@@ -183,16 +183,7 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
         approx_min_templates: 300,
         ..GalleryConfig::default()
     };
-    {
-        let g = GalleryDirectory::open(cfg.clone(), DIM).unwrap_or_else(|e| panic!("{e}"));
-        for i in 0..400 {
-            g.enrol("big", &format!("p{i}"), unit(i), "m1", 0.9)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
-    let g = GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"));
-    until_ready(&g, "big").await;
+    let g = big_partition(cfg).await;
     for i in [0, 123, 399] {
         let hits = g.search("big", unit(i), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits[0].subject_id, format!("p{i}"));
@@ -220,6 +211,21 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
     assert_eq!(g.info()[0].templates, Some(400));
 }
 
+/// 400 subjects enrolled into partition "big", then the partition reloaded with `cfg`, which
+/// builds its approximate index at load.
+async fn big_partition(cfg: GalleryConfig) -> Arc<GalleryDirectory> {
+    let g = GalleryDirectory::open(cfg.clone(), DIM).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..400 {
+        g.enrol("big", &format!("p{i}"), unit(i), "m1", 0.9)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    g.shutdown();
+    let g = GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"));
+    until_ready(&g, "big").await;
+    g
+}
+
 async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
     let handles: Vec<_> = futs.into_iter().map(|f| Box::pin(f)).collect();
     let mut out = Vec::new();
@@ -238,17 +244,7 @@ async fn a_large_partition_reloads_as_lsh_with_exact_scores() {
         approx_min_templates: 300,
         ..GalleryConfig::default()
     };
-    {
-        let g = GalleryDirectory::open(cfg.clone(), DIM).unwrap_or_else(|e| panic!("{e}"));
-        for i in 0..400 {
-            g.enrol("big", &format!("p{i}"), unit(i), "m1", 0.9)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        g.shutdown();
-    }
-    let g = GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"));
-    until_ready(&g, "big").await;
+    let g = big_partition(cfg).await;
     for i in [0, 123, 399] {
         let hits = g.search("big", unit(i), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits[0].subject_id, format!("p{i}"));
