@@ -147,7 +147,7 @@ fn gallery(
         insert(&g, templates, writers).await?;
         let secs = start.elapsed().as_secs_f64();
         println!("insert: {:.0} durable templates/s ({templates} in {secs:.1} s, {writers} writers in flight, SQLite WAL synchronous=FULL, one fsync per batch)", templates as f64 / secs);
-        g.shutdown();
+        g.close().await;
         drop(g);
         actix_web::rt::time::sleep(Duration::from_millis(500)).await;
         let disk = dir_size(&scratch.path().join("bench"));
@@ -201,7 +201,7 @@ fn gallery(
             };
             let agreement = if exact_top1.is_empty() { "n/a".to_string() } else { format!("{:.1}%", 100.0 * agree as f64 / queries as f64) };
             println!("{name:<22} {startup:>9.1} {per_template:>12.0} {:>10.2} {:>10.2} {:>8.1}% {agreement:>12}", ms(0.5), ms(0.99), 100.0 * rank1 as f64 / queries as f64);
-            g.shutdown();
+            g.close().await;
             drop(g);
             actix_web::rt::time::sleep(Duration::from_millis(500)).await;
         }

@@ -121,6 +121,7 @@ fn serve(cfg: Config) -> Result<(), AnyError> {
         }
         let (port, workers) = (cfg.server.port, cfg.server.http_workers);
         let state = web::Data::from(start(cfg)?);
+        let gallery = state.gallery.clone();
         let mut server = HttpServer::new(move || {
             App::new().app_data(state.clone()).wrap(middleware::from_fn(app::observe)).configure(app::routes)
         })
@@ -132,6 +133,9 @@ fn serve(cfg: Config) -> Result<(), AnyError> {
         let server = server.bind((host.as_str(), port))?;
         tracing::info!(%host, port, "facegate listening");
         server.run().await?;
+        // In-flight requests are done: commit what is queued and leave snapshots behind.
+        gallery.close().await;
+        tracing::info!("facegate stopped");
         Ok(())
     })
 }

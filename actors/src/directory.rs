@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::gallery::{
-    store, Applied, Candidate, GalleryActor, IndexKind, IndexSettings, InjectFault, PartitionStatus, Shared, Stall, Write, WriteMsg,
+    store, Applied, Candidate, Close, GalleryActor, IndexKind, IndexSettings, InjectFault, PartitionStatus, Shared, Stall, Write, WriteMsg,
 };
 use crate::names::{validate_partition, validate_subject};
 use crate::GalleryError;
@@ -251,10 +251,14 @@ impl GalleryDirectory {
         self.dim
     }
 
-    /// Stop every partition's actor and thread (queued writes are committed first), and
-    /// forget them.
-    pub fn shutdown(&self) {
-        for p in self.partitions.iter() {
+    /// Close every partition (queued writes committed, snapshots written), then stop their
+    /// actors and threads and forget them.
+    pub async fn close(&self) {
+        let all: Vec<Partition> = self.partitions.iter().map(|p| p.clone()).collect();
+        for p in &all {
+            let _ = p.addr.send(Close).await;
+        }
+        for p in &all {
             p.arbiter.stop();
         }
         self.partitions.clear();

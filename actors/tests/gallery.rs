@@ -220,7 +220,7 @@ async fn big_partition(cfg: GalleryConfig) -> Arc<GalleryDirectory> {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    g.shutdown();
+    g.close().await;
     let g = GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"));
     until_ready(&g, "big").await;
     g

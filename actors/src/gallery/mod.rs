@@ -174,6 +174,8 @@ pub struct GalleryActor {
     store: Option<Store>,
     /// Set when the actor stops after a failure: its index is not snapshotted then.
     failed: bool,
+    /// Set once the actor has been closed for shutdown.
+    closed: bool,
     pending: Vec<(Write, Reply)>,
     flush_scheduled: bool,
 }
@@ -189,6 +191,7 @@ impl GalleryActor {
             shared: shared.clone(),
             store: None,
             failed: false,
+            closed: false,
             pending: Vec::new(),
             flush_scheduled: false,
         };
@@ -280,6 +283,23 @@ impl GalleryActor {
         }
     }
 
+    /// Graceful shutdown: writes already queued are committed, and a large partition leaves
+    /// a fresh snapshot for a fast start (not after a failure). Once.
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if self.store.is_some() && !self.pending.is_empty() {
+            self.flush(ctx);
+        }
+        if !self.failed {
+            if let Some(loaded) = self.shared.state.read().as_ref() {
+                self.write_snapshot(&loaded.index);
+            }
+        }
+    }
+
     fn start_loading(&mut self, ctx: &mut Context<Self>) {
         self.shared.set_status(PartitionStatus::Loading);
         match self.load() {
@@ -363,16 +383,7 @@ impl Actor for GalleryActor {
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
-        // Graceful shutdown: writes already queued are committed before the actor goes,
-        // and a large partition leaves a fresh snapshot for a fast start.
-        if self.store.is_some() && !self.pending.is_empty() {
-            self.flush(ctx);
-        }
-        if !self.failed {
-            if let Some(loaded) = self.shared.state.read().as_ref() {
-                self.write_snapshot(&loaded.index);
-            }
-        }
+        self.close(ctx);
         Running::Stop
     }
 }
@@ -383,6 +394,7 @@ impl Supervised for GalleryActor {
         self.shared.set_status(PartitionStatus::Loading);
         self.store = None;
         self.failed = false;
+        self.closed = false;
         *self.shared.state.write() = None;
         *self.shared.reader.lock() = None;
         for (_, reply) in self.pending.drain(..) {
@@ -428,6 +440,20 @@ impl Handler<Flush> for GalleryActor {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.flush(ctx);
+    }
+}
+
+/// Close for shutdown (see `GalleryActor::close`); answered when done.
+pub struct Close;
+
+impl Message for Close {
+    type Result = ();
+}
+
+impl Handler<Close> for GalleryActor {
+    type Result = ();
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        self.close(ctx);
     }
 }
 
