@@ -9,16 +9,12 @@ use crate::error::ApiError;
 
 pub const HEADER: &str = "X-API-Key";
 
-/// Who is calling.
-#[derive(Debug, Clone)]
-pub enum Caller {
+/// Who is calling: borrowed from the configuration, nothing copied per request.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
     /// No keys are configured: everything is allowed.
     Open,
-    Key {
-        name: String,
-        partitions: Vec<String>,
-        rights: std::collections::BTreeSet<Right>,
-    },
+    Key(&'a ApiKey),
 }
 
 pub struct Keys(Vec<ApiKey>);
@@ -28,12 +24,8 @@ impl Keys {
         Self(keys)
     }
 
-    pub fn enabled(&self) -> bool {
-        !self.0.is_empty()
-    }
-
     /// The caller behind the request's key: 401 without a valid one when keys are set.
-    pub fn caller(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+    pub fn caller(&self, req: &HttpRequest) -> Result<Caller<'_>, ApiError> {
         if self.0.is_empty() {
             return Ok(Caller::Open);
         }
@@ -56,26 +48,23 @@ impl Keys {
             }
         }
         let k = found.ok_or(ApiError::Unauthorized)?;
-        Ok(Caller::Key {
-            name: k.name.clone(),
-            partitions: k.partitions.clone(),
-            rights: k.rights.clone(),
-        })
+        tracing::debug!(key = %k.name, "caller");
+        Ok(Caller::Key(k))
     }
 }
 
-impl Caller {
+impl Caller<'_> {
     pub fn may_see(&self, partition: &str) -> bool {
         match self {
             Caller::Open => true,
-            Caller::Key { partitions, .. } => partitions.iter().any(|p| p == "*" || p == partition),
+            Caller::Key(k) => k.partitions.iter().any(|p| p == "*" || p == partition),
         }
     }
 
     pub fn has(&self, right: Right) -> bool {
         match self {
             Caller::Open => true,
-            Caller::Key { rights, .. } => rights.contains(&right),
+            Caller::Key(k) => k.rights.contains(&right),
         }
     }
 

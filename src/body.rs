@@ -31,6 +31,12 @@ pub async fn json<T: DeserializeOwned>(payload: web::Payload, limit: usize) -> R
     serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidRequest(format!("malformed JSON request: {e}")))
 }
 
+/// Standard alphabet, padding optional (some clients strip it).
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// Decode the `image` field: standard base64 (a `data:image/...;base64,` prefix and line
 /// breaks are tolerated). Its decoded size is checked before decoding.
 pub fn image(field: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
@@ -47,11 +53,7 @@ pub fn image(field: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
             "the image is over the limit of {max_bytes} bytes"
         )));
     }
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    engine
+    BASE64
         .decode(cleaned.as_bytes())
         .map_err(|e| ApiError::InvalidRequest(format!("image is not valid base64: {e}")))
 }

@@ -39,7 +39,14 @@ pub trait FaceDetector: Send {
 pub struct RetinaFace {
     session: Session,
     cfg: DetectorConfig,
+    /// Anchors of the last input size: cameras send one size, so they are built once.
+    anchor_cache: Option<(Size, Vec<Anchor>)>,
 }
+
+/// (cx, cy, w, h), normalised by the input size.
+type Anchor = [f32; 4];
+/// Input width and height.
+type Size = (u32, u32);
 
 const STRIDES: [(u32, [f32; 2]); 3] = [(8, [16.0, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])];
 const MEAN_BGR: [f32; 3] = [104.0, 117.0, 127.0];
@@ -49,7 +56,11 @@ impl RetinaFace {
     pub fn load(path: &std::path::Path, cfg: &DetectorConfig, intra_threads: usize) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         runtime::expect_input(&session, "detector", &[1, 3, -1, -1])?;
-        Ok(Self { session, cfg: cfg.clone() })
+        Ok(Self {
+            session,
+            cfg: cfg.clone(),
+            anchor_cache: None,
+        })
     }
 }
 
@@ -82,7 +93,10 @@ impl FaceDetector for RetinaFace {
         let (_, conf) = outputs["conf"].try_extract_tensor::<f32>()?;
         let (_, landm) = outputs["landmarks"].try_extract_tensor::<f32>()?;
 
-        let anchors = anchors(w, h);
+        let anchors: &Vec<Anchor> = match &mut self.anchor_cache {
+            Some((size, a)) if *size == (w, h) => a,
+            slot => &slot.insert(((w, h), anchors(w, h))).1,
+        };
         if loc.len() != anchors.len() * 4 || conf.len() != anchors.len() * 2 || landm.len() != anchors.len() * 10 {
             return Err(ModelError::Shape {
                 model: "detector".into(),
