@@ -25,6 +25,13 @@ fn open(dir: &std::path::Path) -> Arc<GalleryDirectory> {
     GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Enrol the template `unit(seed)` of model "m1"; the test fails if it is not acknowledged.
+async fn enrol(g: &GalleryDirectory, partition: &str, subject: &str, seed: u32) {
+    g.enrol(partition, subject, unit(seed), "m1", 0.9)
+        .await
+        .unwrap_or_else(|e| panic!("{partition}/{subject}: {e}"));
+}
+
 async fn until_ready(g: &GalleryDirectory, partition: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while g.info().iter().any(|p| p.name == partition && p.status != PartitionStatus::Ready) {
@@ -65,9 +72,7 @@ async fn acknowledged_enrolments_survive_a_restart() {
 async fn searches_complete_while_a_write_is_stalled() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let g = open(tmp.path());
-    g.enrol("default", "alice", unit(1), "m1", 0.9)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    enrol(&g, "default", "alice", 1).await;
     // The writer is busy for 2 s (as a slow fsync would be) and an enrolment queues behind it.
     g.stall_writer("default", Duration::from_secs(2)).unwrap_or_else(|e| panic!("{e}"));
     let writer = {
@@ -91,12 +96,8 @@ async fn searches_complete_while_a_write_is_stalled() {
 async fn a_fault_in_one_partition_leaves_the_others_serving() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let g = open(tmp.path());
-    g.enrol("watchlist", "w1", unit(10), "m1", 0.9)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    g.enrol("employees", "e1", unit(20), "m1", 0.9)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    enrol(&g, "watchlist", "w1", 10).await;
+    enrol(&g, "employees", "e1", 20).await;
     g.stall_writer("watchlist", Duration::from_millis(300))
         .unwrap_or_else(|e| panic!("{e}"));
     g.inject_fault("watchlist").await.unwrap_or_else(|e| panic!("{e}"));
@@ -113,9 +114,7 @@ async fn a_fault_in_one_partition_leaves_the_others_serving() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hits[0].subject_id, "w1");
-    g.enrol("watchlist", "w2", unit(11), "m1", 0.9)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    enrol(&g, "watchlist", "w2", 11).await;
 }
 
 #[actix_rt::test]
@@ -136,13 +135,9 @@ async fn several_templates_per_subject_one_answer_each() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let g = open(tmp.path());
     for i in 0..5 {
-        g.enrol("default", "alice", unit(100 + i), "m1", 0.9)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        enrol(&g, "default", "alice", 100 + i).await;
     }
-    g.enrol("default", "bob", unit(1), "m1", 0.9)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    enrol(&g, "default", "bob", 1).await;
     let info = &g.info()[0];
     assert_eq!((info.subjects, info.templates), (Some(2), Some(4)), "3 templates kept for alice");
     let hits = g
@@ -200,7 +195,7 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
     // Changes after the snapshot, then a crash-like restart: the snapshot is restored and
     // brought up to date from the store.
     g.delete("big", "p123").await.unwrap_or_else(|e| panic!("{e}"));
-    g.enrol("big", "p400", unit(400), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+    enrol(&g, "big", "p400", 400).await;
     g.inject_fault("big").await.unwrap_or_else(|e| panic!("{e}"));
     actix_rt::time::sleep(Duration::from_millis(50)).await;
     until_ready(&g, "big").await;
@@ -216,9 +211,7 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
 async fn big_partition(cfg: GalleryConfig) -> Arc<GalleryDirectory> {
     let g = GalleryDirectory::open(cfg.clone(), DIM).unwrap_or_else(|e| panic!("{e}"));
     for i in 0..400 {
-        g.enrol("big", &format!("p{i}"), unit(i), "m1", 0.9)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        enrol(&g, "big", &format!("p{i}"), i).await;
     }
     g.close().await;
     let g = GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"));
@@ -253,7 +246,7 @@ async fn a_large_partition_reloads_as_lsh_with_exact_scores() {
     g.delete("big", "p123").await.unwrap_or_else(|e| panic!("{e}"));
     let hits = g.search("big", unit(123), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(hits[0].subject_id, "p123");
-    g.enrol("big", "p400", unit(400), "m1", 0.9).await.unwrap_or_else(|e| panic!("{e}"));
+    enrol(&g, "big", "p400", 400).await;
     let hits = g.search("big", unit(400), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hits[0].subject_id, "p400");
 }
