@@ -3,6 +3,8 @@
 //! * `eval lfw --data DIR`: LFW View 2 pairs (DIR laid out like shared/data/faces) ->
 //!   leave-one-fold-out accuracy, EER, TAR at FAR 1e-3, failures to detect, the share of
 //!   bona fide images each gate refuses at its configured threshold, chosen thresholds.
+//! * `eval mad --data DIR`: the MAD gate's D-EER, APCER and BPCER on bona fide photos and
+//!   morphs, per source (`eval/mad.rs`).
 //! * `eval speed [--image FILE]`: per-stage latency with one worker, throughput with one
 //!   worker per core, on a 640x480 JPEG.
 
@@ -18,6 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 
+mod mad;
+
 #[derive(Subcommand)]
 pub enum EvalSet {
     /// LFW View 2 pairs of pairs/lfw_view2_folds1-5.csv under DIR.
@@ -28,6 +32,8 @@ pub enum EvalSet {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// The MAD gate on bona fide photos and morphs (ISO/IEC 30107-3 rates).
+    Mad(mad::MadArgs),
     /// Pipeline latency and throughput on one photo.
     Speed {
         /// A face photo; default: the registry test photo obama.jpg resized to 640x480.
@@ -38,7 +44,7 @@ pub enum EvalSet {
     },
 }
 
-type AnyError = Box<dyn std::error::Error>;
+pub(crate) type AnyError = Box<dyn std::error::Error>;
 
 pub fn run(cfg: &Config, set: EvalSet) -> Result<(), AnyError> {
     runtime::init(
@@ -48,11 +54,12 @@ pub fn run(cfg: &Config, set: EvalSet) -> Result<(), AnyError> {
     Pipeline::verify_files(&cfg.pipeline)?;
     match set {
         EvalSet::Lfw { data, workers } => lfw(cfg, &data, workers),
+        EvalSet::Mad(args) => mad::run(cfg, args),
         EvalSet::Speed { image, runs } => speed(cfg, image.as_deref(), runs),
     }
 }
 
-fn workers_or_cores(n: usize) -> usize {
+pub(crate) fn workers_or_cores(n: usize) -> usize {
     if n > 0 {
         n
     } else {
@@ -69,7 +76,7 @@ enum Seen {
 }
 
 /// Run `f` over `items` on `workers` threads, each with its own pipeline.
-fn parallel<T: Sync, R: Send>(
+pub(crate) fn parallel<T: Sync, R: Send>(
     pcfg: &PipelineConfig,
     items: &[T],
     workers: usize,
@@ -325,7 +332,7 @@ fn tar_at_far(pairs: &[(bool, f32)], far: f64) -> (f64, f32, usize) {
     (tar, t, impostor.len())
 }
 
-fn percentile(v: &[f32], p: f64) -> f32 {
+pub(crate) fn percentile(v: &[f32], p: f64) -> f32 {
     if v.is_empty() {
         return f32::NAN;
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod enrol_dir;
 pub mod error;
 pub mod eval;
+pub mod faces;
 pub mod metrics;
 pub mod routes;
 pub mod xml;

@@ -33,6 +33,8 @@ enum Command {
         #[command(subcommand)]
         set: facegate::eval::EvalSet,
     },
+    /// What the pipeline sees in each image of a folder: JSON lines, and the MAD crops.
+    Faces(facegate::faces::Faces),
     /// Enrol every image of a folder through a running server.
     EnrolDir(facegate::enrol_dir::EnrolDir),
     /// Benchmarks that print figures (BENCHMARKS.md).
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(cfg),
         Command::Check => check(cfg),
         Command::Eval { set } => facegate::eval::run(&cfg, set),
+        Command::Faces(args) => facegate::faces::run(&cfg, args),
         Command::Bench { set } => facegate::bench::run(set),
         Command::EnrolDir(args) => facegate::enrol_dir::run(args).map(|_| ()),
     };

@@ -19,4 +19,4 @@ pub mod runtime;
 
 pub use config::PipelineConfig;
 pub use error::ModelError;
-pub use pipeline::{Analysis, FaceTemplate, Pipeline, Purpose, Rejection, StageTimings};
+pub use pipeline::{Analysis, FaceTemplate, Measurement, Pipeline, Purpose, Rejection, StageTimings};

@@ -119,6 +119,17 @@ pub struct Analysis {
     pub pad: Option<f32>,
 }
 
+/// Every score of the largest face, no gate applied: for evaluation and dataset tools.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub face: Face,
+    pub vector: Vec<f32>,
+    pub pad: f32,
+    pub quality: f32,
+    /// None when no MAD model is configured.
+    pub mad: Option<f32>,
+}
+
 /// Health of each model, from a real forward pass.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct ModelHealth {
@@ -163,7 +174,14 @@ impl Pipeline {
         let mad = if cfg.mad.file.as_os_str().is_empty() {
             MadGate::NotConfigured
         } else {
-            MadGate::Model(Box::new(OnnxMad::load(&cfg.path(&cfg.mad.file), t)?))
+            let rc = &cfg.recognizer;
+            MadGate::Model(Box::new(OnnxMad::load(
+                &cfg.path(&cfg.mad.file),
+                &cfg.mad,
+                rc.template,
+                rc.input_size,
+                t,
+            )?))
         };
         Ok(Self {
             detector: Box::new(RetinaFace::load(&cfg.path(&cfg.detector.file), &cfg.detector, t)?),
@@ -216,7 +234,7 @@ impl Pipeline {
                 ok(self.quality.assess(&image, &face, a).map(|r| r.score.is_finite()), "quality"),
                 ok(self.recognizer.embed(a).map(|v| v.len() == self.recognizer.dim()), "recognition"),
                 match &mut self.mad {
-                    MadGate::Model(m) => ok(m.morph_score(a).map(|s| s.is_finite()), "mad"),
+                    MadGate::Model(m) => ok(m.morph_score(&image, &face).map(|s| s.is_finite()), "mad"),
                     MadGate::NotConfigured => false,
                 },
             ),
@@ -272,6 +290,41 @@ impl Pipeline {
         Ok(analysis)
     }
 
+    /// The largest detected face, if any.
+    pub fn largest_face(&mut self, image: &RgbImage) -> Result<Option<Face>, ModelError> {
+        Ok(self.detector.detect(image)?.first().cloned())
+    }
+
+    /// The MAD model's morph score for `face`; None when no MAD model is configured.
+    pub fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<Option<f32>, ModelError> {
+        match &mut self.mad {
+            MadGate::Model(m) => m.morph_score(image, face).map(Some),
+            MadGate::NotConfigured => Ok(None),
+        }
+    }
+
+    /// Every model on the largest face, gates measured but not applied; None without a face.
+    pub fn measure(&mut self, image: &RgbImage) -> Result<Option<Measurement>, ModelError> {
+        let Some(face) = self.largest_face(image)? else {
+            return Ok(None);
+        };
+        let rc = &self.cfg.recognizer;
+        let Some(aligned) = align::align(image, &face.landmarks, &rc.template, rc.input_size) else {
+            return Ok(None);
+        };
+        let pad = self.pad.live_score(image, &face)?;
+        let quality = self.quality.assess(image, &face, &aligned)?.score;
+        let mad = self.morph_score(image, &face)?;
+        let vector = self.recognizer.embed(&aligned)?;
+        Ok(Some(Measurement {
+            face,
+            vector,
+            pad,
+            quality,
+            mad,
+        }))
+    }
+
     /// The gates in order; the outer error is the service's, the inner the image's.
     fn gates(
         &mut self,
@@ -311,7 +364,7 @@ impl Pipeline {
         let mut mad = None;
         if purpose == Purpose::Enrol {
             if let MadGate::Model(detector) = &mut self.mad {
-                let score = t.time(Stage::Mad, || detector.morph_score(&aligned))?;
+                let score = t.time(Stage::Mad, || detector.morph_score(image, &face))?;
                 mad = Some(score);
                 if score >= self.cfg.mad.threshold {
                     return Ok(Err(Rejection::MorphDetected {

@@ -1,0 +1,265 @@
+//! `facegate eval mad`: the enrol gate's morphing-attack detector on bona fide photos and
+//! morphs, in ISO/IEC 30107-3 terms. A morph is an attack presentation: APCER is the share
+//! of morphs the gate lets through, BPCER the share of bona fide photos it refuses.
+
+use std::path::{Path, PathBuf};
+
+use facegate_models::{decode, Pipeline};
+
+use super::{parallel, percentile, workers_or_cores, AnyError};
+use crate::config::Config;
+use crate::enrol_dir::images;
+
+#[derive(clap::Args)]
+pub struct MadArgs {
+    /// A folder with `bona_fide/` and `morph/`; each sub-folder of those is one source.
+    #[arg(long)]
+    data: Vec<PathBuf>,
+    /// A folder of bona fide images (recursive), one source named after the folder.
+    #[arg(long)]
+    bona_fide: Vec<PathBuf>,
+    /// A folder of morphs (recursive), one source named after the folder.
+    #[arg(long)]
+    morphs: Vec<PathBuf>,
+    /// Write every score as CSV (kind,source,path,score).
+    #[arg(long)]
+    scores: Option<PathBuf>,
+    /// Worker threads (each with its own sessions); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    BonaFide,
+    Morph,
+}
+
+struct Item {
+    kind: Kind,
+    source: String,
+    path: PathBuf,
+}
+
+enum Scored {
+    Score(f32),
+    NoFace,
+    Failed(String),
+}
+
+fn name_of(dir: &Path) -> String {
+    dir.file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Every image with its kind and source.
+fn collect(args: &MadArgs) -> Result<Vec<Item>, AnyError> {
+    let mut folders: Vec<(Kind, String, PathBuf)> = Vec::new();
+    for d in &args.data {
+        for (kind, sub) in [(Kind::BonaFide, "bona_fide"), (Kind::Morph, "morph")] {
+            let root = d.join(sub);
+            let rd = std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+            let mut subs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+            subs.sort();
+            if subs.is_empty() {
+                subs.push(root);
+            }
+            folders.extend(subs.into_iter().map(|s| (kind, name_of(&s), s)));
+        }
+    }
+    folders.extend(args.bona_fide.iter().map(|d| (Kind::BonaFide, name_of(d), d.clone())));
+    folders.extend(args.morphs.iter().map(|d| (Kind::Morph, name_of(d), d.clone())));
+    let mut items = Vec::new();
+    for (kind, source, dir) in folders {
+        let found = images(&dir);
+        if found.is_empty() {
+            return Err(format!("no JPEG or PNG images under {}", dir.display()).into());
+        }
+        items.extend(found.into_iter().map(|path| Item {
+            kind,
+            source: source.clone(),
+            path,
+        }));
+    }
+    if !items.iter().any(|i| i.kind == Kind::BonaFide) || !items.iter().any(|i| i.kind == Kind::Morph) {
+        return Err("eval mad needs bona fide images and morphs (--data, or --bona-fide and --morphs)".into());
+    }
+    Ok(items)
+}
+
+pub fn run(cfg: &Config, args: MadArgs) -> Result<(), AnyError> {
+    if cfg.pipeline.mad.file.as_os_str().is_empty() {
+        return Err("no MAD model is configured (pipeline.mad.file)".into());
+    }
+    let items = collect(&args)?;
+    let pcfg = &cfg.pipeline;
+    let scored = parallel(pcfg, &items, workers_or_cores(args.workers), "mad", |p: &mut Pipeline, item| {
+        let image = match std::fs::read(&item.path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| decode::decode(&b, &pcfg.limits).map_err(|e| e.to_string()))
+        {
+            Ok(i) => i,
+            Err(e) => return Scored::Failed(e),
+        };
+        match p
+            .largest_face(&image)
+            .and_then(|f| f.map(|f| p.morph_score(&image, &f)).transpose())
+        {
+            Ok(Some(Some(s))) => Scored::Score(s),
+            Ok(Some(None)) => Scored::Failed("no MAD model".into()),
+            Ok(None) => Scored::NoFace,
+            Err(e) => Scored::Failed(e.to_string()),
+        }
+    })?;
+    if let Some(path) = &args.scores {
+        write_scores(path, &items, &scored)?;
+    }
+    report(&items, &scored, cfg.pipeline.mad.threshold);
+    Ok(())
+}
+
+fn write_scores(path: &Path, items: &[Item], scored: &[Scored]) -> Result<(), AnyError> {
+    let mut out = String::from("kind,source,path,score\n");
+    for (i, s) in items.iter().zip(scored) {
+        let kind = if i.kind == Kind::BonaFide { "bona_fide" } else { "morph" };
+        let score = match s {
+            Scored::Score(v) => format!("{v:.6}"),
+            Scored::NoFace => "no_face".into(),
+            Scored::Failed(_) => "failed".into(),
+        };
+        out.push_str(&format!("{kind},{},{},{score}\n", i.source, i.path.display()));
+    }
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// Share of `v` at or above `t` (refused as morphs).
+fn share_at_or_above(v: &[f32], t: f32) -> f64 {
+    v.iter().filter(|s| **s >= t).count() as f64 / v.len().max(1) as f64
+}
+
+/// The lowest threshold whose BPCER is at most `bpcer`: strictly above all but the
+/// allowed number of bona fide scores.
+fn threshold_at_bpcer(bona: &[f32], bpcer: f64) -> f32 {
+    let mut desc = bona.to_vec();
+    desc.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (bpcer * desc.len() as f64).floor() as usize;
+    desc.get(allowed).map_or(f32::MIN, |s| s.next_up())
+}
+
+/// The highest threshold whose APCER is at most `apcer`.
+fn threshold_at_apcer(morphs: &[f32], apcer: f64) -> f32 {
+    let mut asc = morphs.to_vec();
+    asc.sort_by(f32::total_cmp);
+    let allowed = (apcer * asc.len() as f64).floor() as usize;
+    asc.get(allowed).copied().unwrap_or(f32::MAX)
+}
+
+/// Detection equal error rate: where APCER and BPCER cross, and its threshold.
+fn d_eer(bona: &[f32], morphs: &[f32]) -> (f64, f32) {
+    let mut ts: Vec<f32> = bona.iter().chain(morphs).copied().collect();
+    ts.sort_by(f32::total_cmp);
+    ts.dedup();
+    let mut best = (f64::MAX, 1.0, 0.5f32);
+    for t in ts {
+        let bpcer = share_at_or_above(bona, t);
+        let apcer = 1.0 - share_at_or_above(morphs, t);
+        if (bpcer - apcer).abs() < best.0 {
+            best = ((bpcer - apcer).abs(), (bpcer + apcer) / 2.0, t);
+        }
+    }
+    (best.1, best.2)
+}
+
+fn report(items: &[Item], scored: &[Scored], threshold: f32) {
+    let mut sources: Vec<(Kind, &str)> = items.iter().map(|i| (i.kind, i.source.as_str())).collect();
+    sources.dedup();
+    let scores_of = |pick: &dyn Fn(&Item) -> bool| -> Vec<f32> {
+        items
+            .iter()
+            .zip(scored)
+            .filter(|(i, _)| pick(i))
+            .filter_map(|(_, s)| if let Scored::Score(v) = s { Some(*v) } else { None })
+            .collect()
+    };
+    let bona = scores_of(&|i| i.kind == Kind::BonaFide);
+    let morphs = scores_of(&|i| i.kind == Kind::Morph);
+    let (eer, eer_t) = d_eer(&bona, &morphs);
+    let t1 = threshold_at_bpcer(&bona, 0.01);
+    let t5 = threshold_at_bpcer(&bona, 0.05);
+    let t10 = threshold_at_apcer(&morphs, 0.10);
+    let apcer = |v: &[f32], t: f32| 100.0 * (1.0 - share_at_or_above(v, t));
+    println!(
+        "MAD on {} bona fide and {} morph images with a detected face:",
+        bona.len(),
+        morphs.len()
+    );
+    println!("  D-EER: {:.2} % at score {eer_t:.4}", eer * 100.0);
+    println!("  APCER at BPCER 1 %: {:.2} % (threshold {t1:.4})", apcer(&morphs, t1));
+    println!("  APCER at BPCER 5 %: {:.2} % (threshold {t5:.4})", apcer(&morphs, t5));
+    println!(
+        "  BPCER at APCER 10 %: {:.2} % (threshold {t10:.4})",
+        100.0 * share_at_or_above(&bona, t10)
+    );
+    println!(
+        "  at the configured threshold {threshold:.4}: BPCER {:.2} %, APCER {:.2} %",
+        100.0 * share_at_or_above(&bona, threshold),
+        apcer(&morphs, threshold)
+    );
+    println!("  per source (APCER at the configured threshold and at BPCER 1 %; D-EER against all bona fide):");
+    for (kind, source) in sources {
+        let mine: Vec<(&Item, &Scored)> = items
+            .iter()
+            .zip(scored)
+            .filter(|(i, _)| i.kind == kind && i.source == source)
+            .collect();
+        let no_face = mine.iter().filter(|(_, s)| matches!(s, Scored::NoFace)).count();
+        let failed: Vec<&String> = mine
+            .iter()
+            .filter_map(|(_, s)| if let Scored::Failed(e) = s { Some(e) } else { None })
+            .collect();
+        let v = scores_of(&|i| i.kind == kind && i.source == source);
+        let tail = format!(
+            "{} images, {no_face} without a face, {} failed; median score {:.3}",
+            mine.len(),
+            failed.len(),
+            percentile(&v, 50.0)
+        );
+        match kind {
+            Kind::BonaFide => println!(
+                "    bona fide {source:<24} BPCER {:>6.2} %                                 {tail}",
+                100.0 * share_at_or_above(&v, threshold)
+            ),
+            Kind::Morph => println!(
+                "    morph     {source:<24} APCER {:>6.2} %, at BPCER 1 % {:>6.2} %, D-EER {:>5.2} %  {tail}",
+                apcer(&v, threshold),
+                apcer(&v, t1),
+                100.0 * d_eer(&bona, &v).0
+            ),
+        }
+        for e in failed.iter().take(3) {
+            eprintln!("      failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_rates_on_a_known_set() {
+        let bona: Vec<f32> = (0..100).map(|i| i as f32 / 200.0).collect(); // 0.000 .. 0.495
+        let morphs: Vec<f32> = (0..100).map(|i| 0.4 + i as f32 / 200.0).collect(); // 0.400 .. 0.895
+                                                                                   // BPCER <= 1 %: one bona fide score (0.495) may be refused, so t lies just above 0.490.
+        let t1 = threshold_at_bpcer(&bona, 0.01);
+        assert!(t1 > 0.490 && t1 <= 0.4951, "{t1}");
+        assert_eq!(share_at_or_above(&bona, t1), 0.01);
+        // APCER <= 10 %: the ten lowest morphs (0.400..0.445) may pass.
+        let t10 = threshold_at_apcer(&morphs, 0.10);
+        assert!((t10 - 0.45).abs() < 1e-6, "{t10}");
+        assert!((1.0 - share_at_or_above(&morphs, t10) - 0.10).abs() < 1e-9);
+        let (eer, t) = d_eer(&bona, &morphs);
+        assert!((eer - 0.10).abs() < 0.011 && (0.4..=0.5).contains(&t), "{eer} at {t}");
+        assert_eq!(d_eer(&[0.1, 0.2], &[0.8, 0.9]).0, 0.0);
+    }
+}

@@ -1,0 +1,105 @@
+//! `facegate faces DIR --out FILE [--crops DIR]`: what the pipeline sees in every image of
+//! a folder, as JSON lines (face box, 5 landmarks, embedding, gate scores), and the exact
+//! crop the MAD model is given, as PNG. The MAD training tools (`tools/mad/`) build on
+//! this, so the generator pairs people by the service's own recognizer and the classifier
+//! trains on pixels the service will feed it, not on a re-implementation of them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use facegate_models::{decode, mad, runtime, Pipeline};
+
+use crate::config::Config;
+use crate::enrol_dir::images;
+use crate::eval::{parallel, workers_or_cores};
+
+#[derive(clap::Args)]
+pub struct Faces {
+    /// Folder of images (searched recursively).
+    pub dir: PathBuf,
+    /// JSON-lines output, one line per image.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write each image's MAD crop here as PNG, at the image's path relative to DIR.
+    #[arg(long)]
+    pub crops: Option<PathBuf>,
+    /// Worker threads (each with its own sessions); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+}
+
+type AnyError = Box<dyn std::error::Error>;
+
+pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
+    runtime::init(
+        &cfg.runtime.onnxruntime,
+        runtime::Provider::parse(&cfg.runtime.provider, cfg.runtime.provider_required)?,
+    )?;
+    Pipeline::verify_files(&cfg.pipeline)?;
+    let files = images(&args.dir);
+    if files.is_empty() {
+        return Err(format!("no JPEG or PNG images under {}", args.dir.display()).into());
+    }
+    let pcfg = &cfg.pipeline;
+    let lines = parallel(pcfg, &files, workers_or_cores(args.workers), "faces", |p, path| {
+        describe(p, pcfg, &args.dir, path, args.crops.as_deref())
+    })?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?);
+    let mut found = 0;
+    for line in &lines {
+        found += usize::from(line["face"].is_object());
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    println!("{} images, {found} with a face -> {}", lines.len(), args.out.display());
+    Ok(())
+}
+
+fn describe(p: &mut Pipeline, pcfg: &facegate_models::PipelineConfig, root: &Path, path: &Path, crops: Option<&Path>) -> serde_json::Value {
+    let rel = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
+    let fail = |e: String| serde_json::json!({ "path": rel, "error": e });
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(e.to_string()),
+    };
+    let image = match decode::decode(&bytes, &pcfg.limits) {
+        Ok(i) => i,
+        Err(e) => return fail(e.to_string()),
+    };
+    let m = match p.measure(&image) {
+        Ok(Some(m)) => m,
+        Ok(None) => return serde_json::json!({ "path": rel, "face": null }),
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut crop_path = None;
+    if let Some(dir) = crops {
+        let rc = &pcfg.recognizer;
+        if let Some(c) = mad::crop(&image, &m.face, &rc.template, rc.input_size, &pcfg.mad) {
+            let dest = dir.join(&rel).with_extension("png");
+            let saved = dest
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .map_err(|e| e.to_string())
+                .and_then(|()| c.save(&dest).map_err(|e| e.to_string()));
+            if let Err(e) = saved {
+                return fail(format!("{}: {e}", dest.display()));
+            }
+            crop_path = Some(dest.strip_prefix(dir).unwrap_or(&dest).to_string_lossy().into_owned());
+        }
+    }
+    serde_json::json!({
+        "path": rel,
+        "width": image.width(),
+        "height": image.height(),
+        "face": {
+            "bbox": m.face.bbox,
+            "score": m.face.score,
+            "landmarks": m.face.landmarks,
+        },
+        "embedding": m.vector,
+        "pad": m.pad,
+        "quality": m.quality,
+        "mad": m.mad,
+        "crop": crop_path,
+    })
+}
