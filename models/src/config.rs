@@ -95,10 +95,14 @@ pub struct PadConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct MadConfig {
     /// Morphing-attack detector; empty = none configured (the gate passes every image and
-    /// health reports onnx_mad false). Input: the aligned 112x112 face.
+    /// health reports onnx_mad false).
     pub file: PathBuf,
     /// Morph probability at or above this is refused at enrol (422).
     pub threshold: f32,
+    /// Side of the detector's square input crop, in pixels.
+    pub input_size: u32,
+    /// How much more than the recognizer's aligned crop the detector's crop shows.
+    pub context: f32,
 }
 
 /// The standard ArcFace 112x112 landmark template (InsightFace).
@@ -186,8 +190,10 @@ impl Default for PadConfig {
 impl Default for MadConfig {
     fn default() -> Self {
         Self {
-            file: PathBuf::new(),
-            threshold: 0.5,
+            file: PathBuf::from("facegate-mad-v1.onnx"),
+            threshold: 0.9512,
+            input_size: 128,
+            context: 1.5,
         }
     }
 }
@@ -224,6 +230,11 @@ impl PipelineConfig {
         if self.recognizer.input_size < 32 || self.recognizer.std == 0.0 {
             return Err(ModelError::Config(
                 "pipeline.recognizer.input_size >= 32 and std != 0 are required".into(),
+            ));
+        }
+        if self.mad.input_size < 32 || !(1.0..=3.0).contains(&self.mad.context) {
+            return Err(ModelError::Config(
+                "pipeline.mad.input_size >= 32 and pipeline.mad.context within 1..3 are required".into(),
             ));
         }
         if self.recognizer.model_id.is_empty() {

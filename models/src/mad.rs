@@ -1,38 +1,141 @@
 //! Morphing-attack detection (MAD), run at enrol only: is this face a blend of two people?
 //!
-//! No trained MAD model exists in any package registry yet. Until one is configured the
-//! gate is `MadGate::NotConfigured`: it passes every image, reports no score, and health
-//! says `onnx_mad: false`. It never invents a score.
+//! No trained MAD model exists in any package registry: facegate ships its own
+//! (`models/mad/`, trained by `tools/mad/`). With none configured the gate is
+//! `MadGate::NotConfigured`: it passes every image, reports no score, and health says
+//! `onnx_mad: false`. It never invents a score.
+//!
+//! The detector sees its own crop, wider than the recognizer's: a landmark morph is
+//! pasted back into one source's photo, and the contrast between the blended face and the
+//! untouched hair, ears and background around it is one of its tell-tale traces.
 
+use image::RgbImage;
 use ndarray::Array4;
 use ort::{session::Session, value::TensorRef};
 
-use crate::{align::AlignedFace, runtime, ModelError};
+use crate::{align, config::MadConfig, detect::Face, runtime, ModelError};
 
 pub trait MorphDetector: Send {
-    /// Probability that the aligned face is a morph, in [0, 1].
-    fn morph_score(&mut self, face: &AlignedFace) -> Result<f32, ModelError>;
+    /// Probability that the face is a morph, in [0, 1].
+    fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<f32, ModelError>;
 }
 
-/// A single-image MAD network on the aligned 112x112 face, RGB scaled to 0..1, whose
-/// output is either one morph probability or two softmax/logit values (bona fide, morph).
+/// The detector's input: the face aligned by its 5 landmarks to the recognizer's
+/// template, shrunk by `context` about the crop centre so that `context` times the
+/// recognizer's field of view fits in `size`x`size`. Training (`facegate faces`) and
+/// inference both call this, so the model never sees a crop it was not trained on.
+///
+/// A face much larger than the crop is first scaled down with an area filter around the
+/// face: bilinear sampling alone would alias a high-resolution photo into a noisy,
+/// over-sharp crop unlike any the model learnt from (it learnt from photos near the crop's
+/// own scale), and real morphs are often high-resolution.
+pub fn crop(image: &RgbImage, face: &Face, template: &[[f32; 2]; 5], template_size: u32, cfg: &MadConfig) -> Option<RgbImage> {
+    let centre = template_size as f32 / 2.0;
+    let scale = cfg.input_size as f32 / template_size as f32 / cfg.context;
+    let half = cfg.input_size as f32 / 2.0;
+    let wide = template.map(|[x, y]| [(x - centre) * scale + half, (y - centre) * scale + half]);
+    let to_crop = align::Similarity::estimate(&face.landmarks, &wide)?;
+    let s = to_crop.scale();
+    if s >= MIN_SCALE_WITHOUT_PREFILTER {
+        return align::align(image, &face.landmarks, &wide, cfg.input_size).map(|a| a.image);
+    }
+    // The part of the image the crop shows (with a margin), scaled down by `s`.
+    let back = to_crop.inverse();
+    let corners = [
+        [0.0, 0.0],
+        [cfg.input_size as f32, 0.0],
+        [0.0, cfg.input_size as f32],
+        [cfg.input_size as f32; 2],
+    ]
+    .map(|p| back.apply(p));
+    let (w, h) = (image.width() as f32, image.height() as f32);
+    let x0 = (corners.iter().map(|p| p[0]).fold(f32::MAX, f32::min) - 4.0)
+        .clamp(0.0, w - 1.0)
+        .floor();
+    let y0 = (corners.iter().map(|p| p[1]).fold(f32::MAX, f32::min) - 4.0)
+        .clamp(0.0, h - 1.0)
+        .floor();
+    let x1 = (corners.iter().map(|p| p[0]).fold(f32::MIN, f32::max) + 4.0)
+        .clamp(x0 + 1.0, w)
+        .ceil();
+    let y1 = (corners.iter().map(|p| p[1]).fold(f32::MIN, f32::max) + 4.0)
+        .clamp(y0 + 1.0, h)
+        .ceil();
+    let region = image::imageops::crop_imm(image, x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32).to_image();
+    let (rw, rh) = (
+        (region.width() as f32 * s).round().max(1.0),
+        (region.height() as f32 * s).round().max(1.0),
+    );
+    let small = image::imageops::resize(&region, rw as u32, rh as u32, image::imageops::FilterType::Triangle);
+    let (kx, ky) = (rw / region.width() as f32, rh / region.height() as f32);
+    let landmarks = face.landmarks.map(|[x, y]| [(x - x0) * kx, (y - y0) * ky]);
+    align::align(&small, &landmarks, &wide, cfg.input_size).map(|a| a.image)
+}
+
+/// The crudest morph: `b` brought onto `a` by the similarity of their 5 landmarks and the
+/// two photos averaged pixel for pixel, then halved in size (as a morph is resized to a
+/// passport photo's). The test suites enrol it to check the gate end to end without any
+/// photo that cannot be fetched from a registry.
+pub fn average_morph(a: &RgbImage, face_a: &Face, b: &RgbImage, face_b: &Face) -> Option<RgbImage> {
+    let a_to_b = align::Similarity::estimate(&face_a.landmarks, &face_b.landmarks)?;
+    let blend = RgbImage::from_fn(a.width(), a.height(), |x, y| {
+        let [bx, by] = a_to_b.apply([x as f32, y as f32]);
+        let (pa, pb) = (a.get_pixel(x, y), align::bilinear(b, bx, by));
+        image::Rgb([0, 1, 2].map(|c| ((u16::from(pa[c]) + u16::from(pb[c])) / 2) as u8))
+    });
+    Some(image::imageops::resize(
+        &blend,
+        (a.width() / 2).max(1),
+        (a.height() / 2).max(1),
+        image::imageops::FilterType::Triangle,
+    ))
+}
+
+/// Below this crop-to-image scale the image is scaled down before the warp. Training
+/// photos (LFW at 150x150 and their resized copies) sit above it, so their crops are
+/// unaffected.
+const MIN_SCALE_WITHOUT_PREFILTER: f32 = 0.75;
+
+/// A single-image MAD network on the MAD crop, RGB scaled to 0..1, whose output is either
+/// one morph probability or two softmax/logit values (bona fide, morph).
 pub struct OnnxMad {
     session: Session,
+    cfg: MadConfig,
+    template: [[f32; 2]; 5],
+    template_size: u32,
 }
 
 impl OnnxMad {
-    pub fn load(path: &std::path::Path, intra_threads: usize) -> Result<Self, ModelError> {
+    pub fn load(
+        path: &std::path::Path,
+        cfg: &MadConfig,
+        template: [[f32; 2]; 5],
+        template_size: u32,
+        intra_threads: usize,
+    ) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
-        runtime::expect_input(&session, "mad", &[-1, 3, 112, 112])?;
-        Ok(Self { session })
+        let side = i64::from(cfg.input_size);
+        runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
+        Ok(Self {
+            session,
+            cfg: cfg.clone(),
+            template,
+            template_size,
+        })
     }
 }
 
 impl MorphDetector for OnnxMad {
-    fn morph_score(&mut self, face: &AlignedFace) -> Result<f32, ModelError> {
-        let (w, h) = face.image.dimensions();
+    fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<f32, ModelError> {
+        let Some(crop) = crop(image, face, &self.template, self.template_size, &self.cfg) else {
+            return Err(ModelError::Shape {
+                model: "mad".into(),
+                reason: "degenerate landmarks".into(),
+            });
+        };
+        let (w, h) = crop.dimensions();
         let mut t = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
-        for (x, y, p) in face.image.enumerate_pixels() {
+        for (x, y, p) in crop.enumerate_pixels() {
             for c in 0..3 {
                 t[[0, c, y as usize, x as usize]] = f32::from(p[c]) / 255.0;
             }
@@ -70,5 +173,36 @@ pub enum MadGate {
 impl MadGate {
     pub fn is_configured(&self) -> bool {
         matches!(self, MadGate::Model(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ARCFACE_TEMPLATE;
+
+    #[test]
+    fn the_crop_shows_context_times_the_recognizers_field_of_view() {
+        // A face whose landmarks sit exactly on the ArcFace template in a 112x112 image:
+        // the MAD crop must show them shrunk by `context` about the centre.
+        let image = RgbImage::from_fn(112, 112, |x, _| image::Rgb(if x < 56 { [0, 255, 0] } else { [255, 0, 0] }));
+        let face = Face {
+            bbox: [20.0, 20.0, 92.0, 100.0],
+            score: 1.0,
+            landmarks: ARCFACE_TEMPLATE,
+        };
+        let cfg = MadConfig {
+            input_size: 128,
+            context: 2.0,
+            ..MadConfig::default()
+        };
+        let c = crop(&image, &face, &ARCFACE_TEMPLATE, 112, &cfg).unwrap_or_else(|| panic!("degenerate"));
+        assert_eq!(c.dimensions(), (128, 128));
+        // The image spans 112 * 128 / 112 / 2 = 64 crop pixels about the centre: black
+        // (out of the image) at the edges, the image's two halves either side of x = 64.
+        assert_eq!(c.get_pixel(10, 64), &image::Rgb([0, 0, 0]));
+        assert_eq!(c.get_pixel(50, 64), &image::Rgb([0, 255, 0]));
+        assert_eq!(c.get_pixel(78, 64), &image::Rgb([255, 0, 0]));
+        assert_eq!(c.get_pixel(100, 64), &image::Rgb([0, 0, 0]));
     }
 }

@@ -113,7 +113,7 @@ fn health_probe_runs_every_configured_model() {
     let mut p = pipeline();
     let h = p.probe();
     assert!(h.detection && h.recognition && h.quality && h.pad, "{h:?}");
-    assert!(!h.mad, "no MAD model is configured, health must say so");
+    assert!(h.mad, "the default MAD model ran: {h:?}");
 }
 
 /// Hostile bytes never panic a worker and never pass as a face: 300 seeded mutations of a
@@ -151,5 +151,44 @@ fn mutated_images_get_clean_answers() {
             Ok(Err(e)) => panic!("round {round}: the service failed instead of refusing the image: {e}"),
             Err(_) => panic!("round {round}: panicked"),
         }
+    }
+}
+
+/// `mad::average_morph` of two test photos.
+fn crude_morph(p: &mut Pipeline, a: &str, b: &str) -> image::RgbImage {
+    let decode = |name: &str| {
+        image::load_from_memory(&photo(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_rgb8()
+    };
+    let (ia, ib) = (decode(a), decode(b));
+    let face = |p: &mut Pipeline, i: &image::RgbImage| p.largest_face(i).ok().flatten().unwrap_or_else(|| panic!("no face"));
+    let (fa, fb) = (face(p, &ia), face(p, &ib));
+    facegate_models::mad::average_morph(&ia, &fa, &ib, &fb).unwrap_or_else(|| panic!("degenerate"))
+}
+
+#[test]
+fn the_mad_gate_refuses_a_morph_and_passes_the_people_it_was_made_of() {
+    let mut p = pipeline();
+    let threshold = p.config().mad.threshold;
+    for name in ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"] {
+        let image = image::load_from_memory(&photo(name)).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
+        let face = p.largest_face(&image).ok().flatten().unwrap_or_else(|| panic!("{name}: no face"));
+        let score = p.morph_score(&image, &face).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("{name}: morph score {score:?}");
+        assert!(
+            score.is_some_and(|s| s < threshold),
+            "{name} is bona fide: {score:?} vs {threshold}"
+        );
+    }
+    for (a, b) in [("obama.jpg", "biden.jpg"), ("biden.jpg", "obama.jpg")] {
+        let morph = crude_morph(&mut p, a, b);
+        let analysis = p.analyze_image(&morph, Purpose::Enrol).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("{a} + {b}: {:?}", analysis.outcome.as_ref().map(|t| t.mad));
+        assert!(
+            matches!(analysis.outcome, Err(Rejection::MorphDetected { .. })),
+            "{a} + {b}: {:?}",
+            analysis.outcome.err()
+        );
     }
 }
