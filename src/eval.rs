@@ -46,12 +46,18 @@ pub enum EvalSet {
 
 pub(crate) type AnyError = Box<dyn std::error::Error>;
 
-pub fn run(cfg: &Config, set: EvalSet) -> Result<(), AnyError> {
+/// ONNX Runtime loaded and every configured model file checked, before workers load sessions.
+pub(crate) fn init_models(cfg: &Config) -> Result<(), AnyError> {
     runtime::init(
         &cfg.runtime.onnxruntime,
         runtime::Provider::parse(&cfg.runtime.provider, cfg.runtime.provider_required)?,
     )?;
     Pipeline::verify_files(&cfg.pipeline)?;
+    Ok(())
+}
+
+pub fn run(cfg: &Config, set: EvalSet) -> Result<(), AnyError> {
+    init_models(cfg)?;
     match set {
         EvalSet::Lfw { data, workers } => lfw(cfg, &data, workers),
         EvalSet::Mad(args) => mad::run(cfg, args),

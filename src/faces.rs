@@ -7,11 +7,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use facegate_models::{decode, mad, runtime, Pipeline};
+use facegate_models::{decode, mad, Pipeline};
 
 use crate::config::Config;
 use crate::enrol_dir::images;
-use crate::eval::{parallel, workers_or_cores};
+use crate::eval::{init_models, parallel, workers_or_cores, AnyError};
 
 #[derive(clap::Args)]
 pub struct Faces {
@@ -28,14 +28,8 @@ pub struct Faces {
     pub workers: usize,
 }
 
-type AnyError = Box<dyn std::error::Error>;
-
 pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
-    runtime::init(
-        &cfg.runtime.onnxruntime,
-        runtime::Provider::parse(&cfg.runtime.provider, cfg.runtime.provider_required)?,
-    )?;
-    Pipeline::verify_files(&cfg.pipeline)?;
+    init_models(cfg)?;
     let files = images(&args.dir);
     if files.is_empty() {
         return Err(format!("no JPEG or PNG images under {}", args.dir.display()).into());

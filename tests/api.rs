@@ -421,7 +421,8 @@ async fn a_morph_is_refused_at_enrol_with_its_score_and_leaves_no_trace() {
         (image, face)
     };
     let ((a, fa), (b, fb)) = (face_of("obama.jpg"), face_of("biden.jpg"));
-    let morph = facegate_models::mad::average_morph(&a, &fa, &b, &fb).unwrap_or_else(|| panic!("degenerate"));
+    // At the face size the MAD model was trained at (LFW: eyes 25 px apart, median).
+    let morph = facegate_models::mad::average_morph(&a, &fa, &b, &fb, 25.0).unwrap_or_else(|| panic!("degenerate"));
     let mut png = Vec::new();
     morph
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)

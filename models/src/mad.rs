@@ -26,9 +26,13 @@ pub trait MorphDetector: Send {
 /// inference both call this, so the model never sees a crop it was not trained on.
 ///
 /// A face much larger than the crop is first scaled down with an area filter around the
-/// face: bilinear sampling alone would alias a high-resolution photo into a noisy,
-/// over-sharp crop unlike any the model learnt from (it learnt from photos near the crop's
-/// own scale), and real morphs are often high-resolution.
+/// face, half-way (geometrically) to the crop's scale; bilinear sampling does the rest.
+/// The model learnt from photos near the crop's own scale and judges how much fine
+/// texture a face keeps, which depends on resolution: sampled straight from a large photo,
+/// morphs looked as textured as bona fide photos and passed; scaled down all the way,
+/// clean high-quality bona fide photos looked as smooth as morphs (45 % of one set
+/// refused). Half-way kept bona fide refusals at or below 3 % on every set measured
+/// (BENCHMARKS.md); it does not make the model reliable on high-resolution morphs.
 pub fn crop(image: &RgbImage, face: &Face, template: &[[f32; 2]; 5], template_size: u32, cfg: &MadConfig) -> Option<RgbImage> {
     let centre = template_size as f32 / 2.0;
     let scale = cfg.input_size as f32 / template_size as f32 / cfg.context;
@@ -62,9 +66,10 @@ pub fn crop(image: &RgbImage, face: &Face, template: &[[f32; 2]; 5], template_si
         .clamp(y0 + 1.0, h)
         .ceil();
     let region = image::imageops::crop_imm(image, x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32).to_image();
+    let f = s.powf(PREFILTER_EXPONENT);
     let (rw, rh) = (
-        (region.width() as f32 * s).round().max(1.0),
-        (region.height() as f32 * s).round().max(1.0),
+        (region.width() as f32 * f).round().max(1.0),
+        (region.height() as f32 * f).round().max(1.0),
     );
     let small = image::imageops::resize(&region, rw as u32, rh as u32, image::imageops::FilterType::Triangle);
     let (kx, ky) = (rw / region.width() as f32, rh / region.height() as f32);
@@ -72,24 +77,30 @@ pub fn crop(image: &RgbImage, face: &Face, template: &[[f32; 2]; 5], template_si
     align::align(&small, &landmarks, &wide, cfg.input_size).map(|a| a.image)
 }
 
-/// The crudest morph: `b` brought onto `a` by the similarity of their 5 landmarks and the
-/// two photos averaged pixel for pixel, then halved in size (as a morph is resized to a
-/// passport photo's). The test suites enrol it to check the gate end to end without any
-/// photo that cannot be fetched from a registry.
-pub fn average_morph(a: &RgbImage, face_a: &Face, b: &RgbImage, face_b: &Face) -> Option<RgbImage> {
+/// The crudest morph: `b` brought onto `a` by the similarity of their 5 landmarks, the two
+/// photos averaged pixel for pixel, and the result resized so that the eyes are
+/// `eye_distance` pixels apart (as a morph is resized to a document photo's size). The test
+/// suites enrol it to check the gate end to end without any photo that cannot be fetched
+/// from a registry.
+pub fn average_morph(a: &RgbImage, face_a: &Face, b: &RgbImage, face_b: &Face, eye_distance: f32) -> Option<RgbImage> {
     let a_to_b = align::Similarity::estimate(&face_a.landmarks, &face_b.landmarks)?;
     let blend = RgbImage::from_fn(a.width(), a.height(), |x, y| {
         let [bx, by] = a_to_b.apply([x as f32, y as f32]);
         let (pa, pb) = (a.get_pixel(x, y), align::bilinear(b, bx, by));
         image::Rgb([0, 1, 2].map(|c| ((u16::from(pa[c]) + u16::from(pb[c])) / 2) as u8))
     });
-    Some(image::imageops::resize(
-        &blend,
-        (a.width() / 2).max(1),
-        (a.height() / 2).max(1),
-        image::imageops::FilterType::Triangle,
-    ))
+    let [l, r] = [face_a.landmarks[0], face_a.landmarks[1]];
+    let k = eye_distance / (r[0] - l[0]).hypot(r[1] - l[1]).max(1.0);
+    let (w, h) = (
+        (a.width() as f32 * k).round().max(1.0) as u32,
+        (a.height() as f32 * k).round().max(1.0) as u32,
+    );
+    Some(image::imageops::resize(&blend, w, h, image::imageops::FilterType::Triangle))
 }
+
+/// How far towards the crop's scale a large face is scaled down before the warp (0 = not
+/// at all, 1 = all the way).
+const PREFILTER_EXPONENT: f32 = 0.5;
 
 /// Below this crop-to-image scale the image is scaled down before the warp. Training
 /// photos (LFW at 150x150 and their resized copies) sit above it, so their crops are

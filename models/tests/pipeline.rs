@@ -154,7 +154,10 @@ fn mutated_images_get_clean_answers() {
     }
 }
 
-/// `mad::average_morph` of two test photos.
+/// Eye distance of the faces the MAD model was trained on (LFW at 150x150: median 25 px).
+const EYES_AT_TRAINING_SCALE: f32 = 25.0;
+
+/// `mad::average_morph` of two test photos, at the scale the MAD model was trained at.
 fn crude_morph(p: &mut Pipeline, a: &str, b: &str) -> image::RgbImage {
     let decode = |name: &str| {
         image::load_from_memory(&photo(name))
@@ -164,7 +167,7 @@ fn crude_morph(p: &mut Pipeline, a: &str, b: &str) -> image::RgbImage {
     let (ia, ib) = (decode(a), decode(b));
     let face = |p: &mut Pipeline, i: &image::RgbImage| p.largest_face(i).ok().flatten().unwrap_or_else(|| panic!("no face"));
     let (fa, fb) = (face(p, &ia), face(p, &ib));
-    facegate_models::mad::average_morph(&ia, &fa, &ib, &fb).unwrap_or_else(|| panic!("degenerate"))
+    facegate_models::mad::average_morph(&ia, &fa, &ib, &fb, EYES_AT_TRAINING_SCALE).unwrap_or_else(|| panic!("degenerate"))
 }
 
 #[test]

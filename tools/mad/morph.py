@@ -17,7 +17,8 @@ weight drawn from 0.3-0.7, and then, by variant:
   poisson  the same region pasted with Poisson (seamless) cloning;
   full     the whole blended image (hair and background ghosted as well).
 Every morph then goes through the post-processing real morphs see: resizing, JPEG
-recompression, mild sharpening or print-and-scan-like blur and noise. The same
+recompression, mild sharpening, print-and-scan-like blur and noise, or denoising /
+retouching. The same
 post-processing is applied to a set of bona fide copies, so that the detector cannot
 learn "post-processed" for "morph".
 
@@ -171,6 +172,12 @@ def post_process(img: np.ndarray, rng: random.Random):
         img += np.random.default_rng(rng.randrange(2**32)).normal(0, noise, img.shape)
         img = np.clip(img, 0, 255).astype(np.uint8)
         steps.append(f"print-scan blur {sigma:.2f} noise {noise:.1f}")
+    elif r < 0.7:
+        # Denoising or skin retouching, as photo studios and phones do: a smooth face
+        # alone must not read as a morph.
+        strength = rng.uniform(15, 45)
+        img = cv2.bilateralFilter(img, 5, strength, 3)
+        steps.append(f"smooth {strength:.0f}")
     quality = rng.randint(60, 95) if rng.random() < 0.85 else None
     steps.append(f"jpeg {quality}" if quality else "png")
     return img, quality, ", ".join(steps)
