@@ -413,20 +413,9 @@ async fn a_morph_is_refused_at_enrol_with_its_score_and_leaves_no_trace() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cfg = config(tmp.path());
     let svc = service!(cfg.clone());
-    // The service initialised ONNX Runtime; this pipeline only finds the two faces.
-    let mut p = facegate_models::Pipeline::load(&cfg.pipeline).unwrap_or_else(|e| panic!("{e}"));
-    let mut face_of = |name: &str| {
-        let image = image::load_from_memory(&photo(name)).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
-        let face = p.largest_face(&image).ok().flatten().unwrap_or_else(|| panic!("{name}: no face"));
-        (image, face)
-    };
-    let ((a, fa), (b, fb)) = (face_of("obama.jpg"), face_of("biden.jpg"));
-    // At the face size the MAD model was trained at (LFW: eyes 25 px apart, median).
-    let morph = facegate_models::mad::average_morph(&a, &fa, &b, &fb, 25.0).unwrap_or_else(|| panic!("degenerate"));
-    let mut png = Vec::new();
-    morph
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Made by tools/mad/morph.py from obama.jpg and biden.jpg (see models/tests/pipeline.rs).
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/morph_obama_biden.png");
+    let png = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (s, body) = post(
         &svc,
         "/api/v1/enrol",

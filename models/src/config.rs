@@ -191,7 +191,7 @@ impl Default for MadConfig {
     fn default() -> Self {
         Self {
             file: PathBuf::from("facegate-mad-v1.onnx"),
-            threshold: 0.9512,
+            threshold: 0.9604,
             input_size: 128,
             context: 1.5,
         }

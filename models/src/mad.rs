@@ -77,27 +77,6 @@ pub fn crop(image: &RgbImage, face: &Face, template: &[[f32; 2]; 5], template_si
     align::align(&small, &landmarks, &wide, cfg.input_size).map(|a| a.image)
 }
 
-/// The crudest morph: `b` brought onto `a` by the similarity of their 5 landmarks, the two
-/// photos averaged pixel for pixel, and the result resized so that the eyes are
-/// `eye_distance` pixels apart (as a morph is resized to a document photo's size). The test
-/// suites enrol it to check the gate end to end without any photo that cannot be fetched
-/// from a registry.
-pub fn average_morph(a: &RgbImage, face_a: &Face, b: &RgbImage, face_b: &Face, eye_distance: f32) -> Option<RgbImage> {
-    let a_to_b = align::Similarity::estimate(&face_a.landmarks, &face_b.landmarks)?;
-    let blend = RgbImage::from_fn(a.width(), a.height(), |x, y| {
-        let [bx, by] = a_to_b.apply([x as f32, y as f32]);
-        let (pa, pb) = (a.get_pixel(x, y), align::bilinear(b, bx, by));
-        image::Rgb([0, 1, 2].map(|c| ((u16::from(pa[c]) + u16::from(pb[c])) / 2) as u8))
-    });
-    let [l, r] = [face_a.landmarks[0], face_a.landmarks[1]];
-    let k = eye_distance / (r[0] - l[0]).hypot(r[1] - l[1]).max(1.0);
-    let (w, h) = (
-        (a.width() as f32 * k).round().max(1.0) as u32,
-        (a.height() as f32 * k).round().max(1.0) as u32,
-    );
-    Some(image::imageops::resize(&blend, w, h, image::imageops::FilterType::Triangle))
-}
-
 /// How far towards the crop's scale a large face is scaled down before the warp (0 = not
 /// at all, 1 = all the way).
 const PREFILTER_EXPONENT: f32 = 0.5;

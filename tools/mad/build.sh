@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild facegate's MAD model from the evaluation photos, end to end:
+# Rebuild facegate's MAD model from the evaluation photos, end to end (about 30 minutes on
+# 2 cores):
 #   tools/mad/build.sh FACES_DIR [WORK_DIR]
 # FACES_DIR is laid out like ../shared/data/faces (lfw/images/<Name>/*.jpg). WORK_DIR
 # (default /var/cache/facegate/mad) receives every intermediate file; nothing derived from
@@ -29,4 +30,6 @@ export FACEGATE__PIPELINE__MAD__FILE=""
 "$venv/bin/python" tools/mad/train.py --set "$work/set" --lfw-crops "$work/crops/lfw" --set-crops "$work/crops/set" \
     --out models/mad/facegate-mad-v1.onnx --report models/mad/report.json
 sha256sum models/mad/facegate-mad-v1.onnx
-echo "update sha256 of facegate-mad-v1.onnx in models/manifest.toml and pipeline.mad.threshold (report.json) if they changed"
+echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
+echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
+echo "  $bin eval mad --data $work/set/eval"

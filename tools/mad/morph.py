@@ -23,8 +23,9 @@ post-processing is applied to a set of bona fide copies, so that the detector ca
 learn "post-processed" for "morph".
 
 Usage: morph.py --faces lfw.jsonl --images DIR --landmarks fr_landmark.onnx --out DIR
-Writes OUT/{train,val}/{bona_fide,morph}/<source>/... and OUT/manifest.json (the split,
-every pair with its weight, variant and post-processing, the seed).
+Writes OUT/{train,val}/{bona_fide,morph}/<source>/..., OUT/manifest.json (the split,
+every pair with its weight, variant and post-processing, the seed), and OUT/eval/, the
+validation split as links laid out for `facegate eval mad --data OUT/eval`.
 The pair choice uses the people's mean embeddings; each morph takes a random good photo
 (quality >= --min-quality) of each, so one person appears under several poses and lights.
 """
@@ -271,6 +272,16 @@ def main() -> None:
         print(f"{split}: {len(people)} people, {len(bona)} bona fide photos, {len(post_records)} post-processed copies, "
               f"{len(records)} morphs (median cosine of the two source photos {np.median(cosines):.3f})")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    # The validation split laid out for `facegate eval mad --data OUT/eval` (links, no copies).
+    val = manifest["splits"]["val"]
+    links = [(root / rel, Path("bona_fide/lfw") / Path(rel).name) for rel in val["bona_fide"]]
+    links += [(out / r["file"], Path("bona_fide/post") / Path(r["file"]).name) for r in val["bona_fide_post"]]
+    links += [(out / r["file"], Path("morph") / r["variant"] / Path(r["file"]).name) for r in val["morphs"]]
+    for target, link in links:
+        dest = out / "eval" / link
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.is_symlink():
+            dest.symlink_to(target.resolve())
 
 
 if __name__ == "__main__":
