@@ -35,8 +35,14 @@ pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
         return Err(format!("no JPEG or PNG images under {}", args.dir.display()).into());
     }
     let pcfg = &cfg.pipeline;
+    let crop = args.crops.as_deref().map(|dir| {
+        (
+            dir,
+            mad::MadCrop::new(&pcfg.recognizer.template, pcfg.recognizer.input_size, &pcfg.mad),
+        )
+    });
     let lines = parallel(pcfg, &files, workers_or_cores(args.workers), "faces", |p, path| {
-        describe(p, pcfg, &args.dir, path, args.crops.as_deref())
+        describe(p, pcfg, &args.dir, path, crop.as_ref())
     })?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?);
     let mut found = 0;
@@ -49,7 +55,13 @@ pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
     Ok(())
 }
 
-fn describe(p: &mut Pipeline, pcfg: &facegate_models::PipelineConfig, root: &Path, path: &Path, crops: Option<&Path>) -> serde_json::Value {
+fn describe(
+    p: &mut Pipeline,
+    pcfg: &facegate_models::PipelineConfig,
+    root: &Path,
+    path: &Path,
+    crops: Option<&(&Path, mad::MadCrop)>,
+) -> serde_json::Value {
     let rel = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
     let fail = |e: String| serde_json::json!({ "path": rel, "error": e });
     let bytes = match std::fs::read(path) {
@@ -66,9 +78,8 @@ fn describe(p: &mut Pipeline, pcfg: &facegate_models::PipelineConfig, root: &Pat
         Err(e) => return fail(e.to_string()),
     };
     let mut crop_path = None;
-    if let Some(dir) = crops {
-        let rc = &pcfg.recognizer;
-        if let Some(c) = mad::crop(&image, &m.face, &rc.template, rc.input_size, &pcfg.mad) {
+    if let Some((dir, mad_crop)) = crops {
+        if let Some(c) = mad_crop.apply(&image, &m.face) {
             let dest = dir.join(&rel).with_extension("png");
             let saved = dest
                 .parent()

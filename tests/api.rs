@@ -490,37 +490,19 @@ async fn tenants_see_only_their_partitions() {
     let svc = service!(cfg);
     let img = b64(&photo("obama.jpg"));
     let enrol = |p: &str| serde_json::json!({"image": img, "subject_id": "obama", "partition": p});
-    assert_eq!(post(&svc, "/api/v1/enrol", enrol("watchlist"), None).await.0, 401);
-    assert_eq!(
-        post(&svc, "/api/v1/enrol", enrol("watchlist"), Some("wrong-key-000000000000"))
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        post(&svc, "/api/v1/enrol", enrol("employees"), Some("watchlist-key-0123456789"))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        post(&svc, "/api/v1/enrol", enrol("watchlist"), Some("watch-search-only-012345"))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        post(&svc, "/api/v1/enrol", enrol("watchlist"), Some("watchlist-key-0123456789"))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        post(&svc, "/api/v1/enrol", enrol("employees"), Some("employees-key-0123456789"))
-            .await
-            .0,
-        200
-    );
+    // (partition, key, status): no key, a wrong key, another tenant's partition, a key
+    // without the right, then each tenant on its own partition.
+    for (partition, key, want) in [
+        ("watchlist", None, 401),
+        ("watchlist", Some("wrong-key-000000000000"), 401),
+        ("employees", Some("watchlist-key-0123456789"), 403),
+        ("watchlist", Some("watch-search-only-012345"), 403),
+        ("watchlist", Some("watchlist-key-0123456789"), 200),
+        ("employees", Some("employees-key-0123456789"), 200),
+    ] {
+        let got = post(&svc, "/api/v1/enrol", enrol(partition), key).await.0;
+        assert_eq!(got, want, "enrol on {partition} with {key:?}");
+    }
     let search = serde_json::json!({"image": b64(&photo("obama2.jpg")), "partition": "watchlist"});
     let (s, body) = post(&svc, "/api/v1/search", search.clone(), Some("watch-search-only-012345")).await;
     assert_eq!(s, 200, "{body}");

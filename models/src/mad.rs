@@ -33,48 +33,59 @@ pub trait MorphDetector: Send {
 /// clean high-quality bona fide photos looked as smooth as morphs (45 % of one set
 /// refused). Half-way kept bona fide refusals at or below 3 % on every set measured
 /// (BENCHMARKS.md); it does not make the model reliable on high-resolution morphs.
-pub fn crop(image: &RgbImage, face: &Face, template: &[[f32; 2]; 5], template_size: u32, cfg: &MadConfig) -> Option<RgbImage> {
-    let centre = template_size as f32 / 2.0;
-    let scale = cfg.input_size as f32 / template_size as f32 / cfg.context;
-    let half = cfg.input_size as f32 / 2.0;
-    let wide = template.map(|[x, y]| [(x - centre) * scale + half, (y - centre) * scale + half]);
-    let to_crop = align::Similarity::estimate(&face.landmarks, &wide)?;
-    let s = to_crop.scale();
-    if s >= MIN_SCALE_WITHOUT_PREFILTER {
-        return align::align(image, &face.landmarks, &wide, cfg.input_size).map(|a| a.image);
+#[derive(Debug, Clone)]
+pub struct MadCrop {
+    /// The recognizer's template shrunk into the crop: computed once, not per image.
+    wide: [[f32; 2]; 5],
+    size: u32,
+}
+
+impl MadCrop {
+    pub fn new(template: &[[f32; 2]; 5], template_size: u32, cfg: &MadConfig) -> Self {
+        let centre = template_size as f32 / 2.0;
+        let scale = cfg.input_size as f32 / template_size as f32 / cfg.context;
+        let half = cfg.input_size as f32 / 2.0;
+        Self {
+            wide: template.map(|[x, y]| [(x - centre) * scale + half, (y - centre) * scale + half]),
+            size: cfg.input_size,
+        }
     }
-    // The part of the image the crop shows (with a margin), scaled down by `s`.
-    let back = to_crop.inverse();
-    let corners = [
-        [0.0, 0.0],
-        [cfg.input_size as f32, 0.0],
-        [0.0, cfg.input_size as f32],
-        [cfg.input_size as f32; 2],
-    ]
-    .map(|p| back.apply(p));
-    let (w, h) = (image.width() as f32, image.height() as f32);
-    let x0 = (corners.iter().map(|p| p[0]).fold(f32::MAX, f32::min) - 4.0)
-        .clamp(0.0, w - 1.0)
-        .floor();
-    let y0 = (corners.iter().map(|p| p[1]).fold(f32::MAX, f32::min) - 4.0)
-        .clamp(0.0, h - 1.0)
-        .floor();
-    let x1 = (corners.iter().map(|p| p[0]).fold(f32::MIN, f32::max) + 4.0)
-        .clamp(x0 + 1.0, w)
-        .ceil();
-    let y1 = (corners.iter().map(|p| p[1]).fold(f32::MIN, f32::max) + 4.0)
-        .clamp(y0 + 1.0, h)
-        .ceil();
-    let region = image::imageops::crop_imm(image, x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32).to_image();
-    let f = s.powf(PREFILTER_EXPONENT);
-    let (rw, rh) = (
-        (region.width() as f32 * f).round().max(1.0),
-        (region.height() as f32 * f).round().max(1.0),
-    );
-    let small = image::imageops::resize(&region, rw as u32, rh as u32, image::imageops::FilterType::Triangle);
-    let (kx, ky) = (rw / region.width() as f32, rh / region.height() as f32);
-    let landmarks = face.landmarks.map(|[x, y]| [(x - x0) * kx, (y - y0) * ky]);
-    align::align(&small, &landmarks, &wide, cfg.input_size).map(|a| a.image)
+
+    /// The crop of `face`; None when its landmarks are degenerate.
+    pub fn apply(&self, image: &RgbImage, face: &Face) -> Option<RgbImage> {
+        let (wide, size) = (&self.wide, self.size);
+        let to_crop = align::Similarity::estimate(&face.landmarks, wide)?;
+        let s = to_crop.scale();
+        if s >= MIN_SCALE_WITHOUT_PREFILTER {
+            return align::align(image, &face.landmarks, wide, size).map(|a| a.image);
+        }
+        // The part of the image the crop shows (with a margin), scaled down by `s`.
+        let back = to_crop.inverse();
+        let corners = [[0.0, 0.0], [size as f32, 0.0], [0.0, size as f32], [size as f32; 2]].map(|p| back.apply(p));
+        let (w, h) = (image.width() as f32, image.height() as f32);
+        let x0 = (corners.iter().map(|p| p[0]).fold(f32::MAX, f32::min) - 4.0)
+            .clamp(0.0, w - 1.0)
+            .floor();
+        let y0 = (corners.iter().map(|p| p[1]).fold(f32::MAX, f32::min) - 4.0)
+            .clamp(0.0, h - 1.0)
+            .floor();
+        let x1 = (corners.iter().map(|p| p[0]).fold(f32::MIN, f32::max) + 4.0)
+            .clamp(x0 + 1.0, w)
+            .ceil();
+        let y1 = (corners.iter().map(|p| p[1]).fold(f32::MIN, f32::max) + 4.0)
+            .clamp(y0 + 1.0, h)
+            .ceil();
+        let region = image::imageops::crop_imm(image, x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32).to_image();
+        let f = s.powf(PREFILTER_EXPONENT);
+        let (rw, rh) = (
+            (region.width() as f32 * f).round().max(1.0),
+            (region.height() as f32 * f).round().max(1.0),
+        );
+        let small = image::imageops::resize(&region, rw as u32, rh as u32, image::imageops::FilterType::Triangle);
+        let (kx, ky) = (rw / region.width() as f32, rh / region.height() as f32);
+        let landmarks = face.landmarks.map(|[x, y]| [(x - x0) * kx, (y - y0) * ky]);
+        align::align(&small, &landmarks, wide, size).map(|a| a.image)
+    }
 }
 
 /// How far towards the crop's scale a large face is scaled down before the warp (0 = not
@@ -90,9 +101,7 @@ const MIN_SCALE_WITHOUT_PREFILTER: f32 = 0.75;
 /// one morph probability or two softmax/logit values (bona fide, morph).
 pub struct OnnxMad {
     session: Session,
-    cfg: MadConfig,
-    template: [[f32; 2]; 5],
-    template_size: u32,
+    crop: MadCrop,
 }
 
 impl OnnxMad {
@@ -108,16 +117,14 @@ impl OnnxMad {
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
         Ok(Self {
             session,
-            cfg: cfg.clone(),
-            template,
-            template_size,
+            crop: MadCrop::new(&template, template_size, cfg),
         })
     }
 }
 
 impl MorphDetector for OnnxMad {
     fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<f32, ModelError> {
-        let Some(crop) = crop(image, face, &self.template, self.template_size, &self.cfg) else {
+        let Some(crop) = self.crop.apply(image, face) else {
             return Err(ModelError::Shape {
                 model: "mad".into(),
                 reason: "degenerate landmarks".into(),
@@ -186,7 +193,9 @@ mod tests {
             context: 2.0,
             ..MadConfig::default()
         };
-        let c = crop(&image, &face, &ARCFACE_TEMPLATE, 112, &cfg).unwrap_or_else(|| panic!("degenerate"));
+        let c = MadCrop::new(&ARCFACE_TEMPLATE, 112, &cfg)
+            .apply(&image, &face)
+            .unwrap_or_else(|| panic!("degenerate"));
         assert_eq!(c.dimensions(), (128, 128));
         // The image spans 112 * 128 / 112 / 2 = 64 crop pixels about the centre: black
         // (out of the image) at the edges, the image's two halves either side of x = 64.
