@@ -82,6 +82,19 @@ where
     )
 }
 
+/// A refused enrolment leaves no trace: not even an empty partition.
+async fn assert_no_partition_left<S, B: actix_web::body::MessageBody>(svc: &S)
+where
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let (_, parts) = get(svc, "/api/v1/partitions", None).await;
+    assert_eq!(
+        parts["partitions"],
+        serde_json::json!([]),
+        "a refused enrolment leaves no partition behind"
+    );
+}
+
 fn element(xml: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let start = xml.find(&open)? + open.len();
@@ -379,12 +392,7 @@ async fn ambiguous_enrolment_photo_is_refused_with_a_reason() {
     .await;
     assert_eq!(s, 400, "{body}");
     assert!(element(&body, "message").unwrap_or_default().contains("2 faces"), "{body}");
-    let (_, parts) = get(&svc, "/api/v1/partitions", None).await;
-    assert_eq!(
-        parts["partitions"],
-        serde_json::json!([]),
-        "a refused enrolment leaves no partition behind"
-    );
+    assert_no_partition_left(&svc).await;
 }
 
 #[actix_web::test]
@@ -427,12 +435,7 @@ async fn a_morph_is_refused_at_enrol_with_its_score_and_leaves_no_trace() {
     assert_eq!(element(&body, "status").as_deref(), Some("MORPH_DETECTED"));
     let score: f32 = element(&body, "mad_score").and_then(|v| v.parse().ok()).unwrap_or(-1.0);
     assert!(score >= cfg.pipeline.mad.threshold && score <= 1.0, "{body}");
-    let (_, parts) = get(&svc, "/api/v1/partitions", None).await;
-    assert_eq!(
-        parts["partitions"],
-        serde_json::json!([]),
-        "a refused enrolment leaves no partition behind"
-    );
+    assert_no_partition_left(&svc).await;
 }
 
 #[actix_web::test]
