@@ -203,6 +203,9 @@ def main() -> None:
     ap.add_argument("--val-share", type=float, default=0.25)
     ap.add_argument("--morphs", type=int, default=3000, help="morphs per variant in train (val gets val-share/(1-val-share) of it)")
     ap.add_argument("--bona-post", type=int, default=4000, help="post-processed bona fide copies in train (val likewise scaled)")
+    ap.add_argument("--val-morphs", type=int, help="morphs per variant in val (default: scaled from --morphs); the val split's "
+                    "random stream is its own, so a larger train set leaves val byte-identical")
+    ap.add_argument("--val-bona-post", type=int, help="post-processed bona fide copies in val (default: scaled from --bona-post)")
     ap.add_argument("--min-quality", type=float, default=0.3, help="attackers start from good photos")
     ap.add_argument("--top", type=int, default=5, help="the accomplice is one of the N most similar people")
     args = ap.parse_args()
@@ -230,7 +233,7 @@ def main() -> None:
         np.fill_diagonal(sim, -1)
         pairs, cosines = [], []
         order = list(range(len(names)))
-        n_morphs = round(args.morphs * scale)
+        n_morphs = round(args.morphs * scale) if split == "train" or args.val_morphs is None else args.val_morphs
         while len(pairs) < n_morphs * len(VARIANTS):
             rng.shuffle(order)
             for i in order:
@@ -262,8 +265,11 @@ def main() -> None:
         # Bona fide: every photo of the split's people as it is (listed, not copied) and
         # post-processed copies of a sample, so post-processing alone is not a morph sign.
         bona = sorted(r["path"] for r in mine)
+        n_post = round(args.bona_post * scale) if split == "train" or args.val_bona_post is None else args.val_bona_post
         post_records = []
-        for k, rel in enumerate(rng.sample(bona, min(len(bona), round(args.bona_post * scale)))):
+        # More copies than photos: whole rounds over every photo (each copy processed anew), then a sample.
+        sources = bona * (n_post // len(bona)) + rng.sample(bona, n_post % len(bona))
+        for k, rel in enumerate(sources):
             img = cv2.imread(str(root / rel), cv2.IMREAD_COLOR)
             img, q, post = post_process(img, rng)
             dest = save(img, out / split / "bona_fide" / "post" / f"{k:05d}_{Path(rel).stem}", q)
