@@ -7,8 +7,9 @@ The model has two parts, in one graph:
             residual filters from image forensics (SRM "KV" 5x5 and "KB" 3x3, second-order
             and diagonal differences, Sobel gradients, a difference of Gaussians), at full
             and half resolution; the log of the mean absolute response over 4x4-pixel
-            cells (2x2 at half resolution), and the colour image itself at that scale:
-            57 maps of 32x32. A blend of two faces averages two textures and two noise
+            cells (2x2 at half resolution), optionally also the log of the mean square
+            (`--moments abs,sq`), and the colour image itself at that scale: 57 (or 111)
+            maps of 32x32. A blend of two faces averages two textures and two noise
             patterns and leaves double contours where the landmarks disagreed; the maps
             keep where that happens, next to the untouched hair and background.
   network   a small CNN on those maps (four 3x3 convolutions with batch norm, folded at
@@ -20,6 +21,9 @@ Why this and not another: on the same identity split, the same features with a l
 regression reached 14 % validation D-EER, deep features of the quality and PAD networks
 17-21 %, recognizer embeddings 18 %, and a CNN on the raw crop 19 % after three epochs
 (at five minutes an epoch); this one learns fastest and best (figures in report.json).
+
+`ensemble.py` then joins one or more of these networks into the shipped model (each on
+the crop and its mirror image) and sets the threshold.
 
 The maps are computed by running their ONNX graph with ONNX Runtime, and the exported
 model is checked against the JAX network on validation crops before it is saved, so the
@@ -105,8 +109,15 @@ class Graph:
         return model
 
 
-def maps(g: Graph) -> str:
-    """`image` [N,3,128,128] RGB 0..1 -> `maps` [N,57,32,32]."""
+def n_maps(moments) -> int:
+    return 6 * len(residual_kernels()) * len(moments) + 3
+
+
+def maps(g: Graph, moments) -> str:
+    """`image` [N,3,128,128] RGB 0..1 -> `maps` [N,n_maps(moments),32,32]. `moments`:
+    "abs", the log of the mean absolute residual per cell, and optionally "sq", the log of
+    its mean square; their difference tells how heavy-tailed the residual is, which a
+    blend of two noise patterns changes."""
     ycc = np.array([[0.299, 0.587, 0.114], [-0.1687, -0.3313, 0.5], [0.5, -0.4187, -0.0813]]) * 255
     g.node("Conv", ["image", g.const("ycc_w", ycc.reshape(3, 3, 1, 1))], "ycc")
     bank = residual_kernels()
@@ -119,19 +130,24 @@ def maps(g: Graph) -> str:
         m = g.node("AveragePool", [a], f"{r}_mean", kernel_shape=[cell, cell], strides=[cell, cell])
         e = g.node("Add", [m, g.const(f"eps_{scale}", [0.01])], f"{r}_eps")
         outs.append(g.node("Log", [e], f"{r}_log"))
+        if "sq" in moments:
+            q = g.node("Mul", [r, r], f"{r}_sq")
+            mq = g.node("AveragePool", [q], f"{r}_msq", kernel_shape=[cell, cell], strides=[cell, cell])
+            eq = g.node("Add", [mq, g.const(f"eps2_{scale}", [1e-4])], f"{r}_eps2")
+            outs.append(g.node("Log", [eq], f"{r}_log2"))
     small = g.node("AveragePool", ["image"], "colour", kernel_shape=[4, 4], strides=[4, 4])
     centred = g.node("Sub", [small, g.const("half", [0.5])], "colour_c")
     outs.append(g.node("Div", [centred, g.const("quarter", [0.25])], "colour_n"))
     return g.node("Concat", outs, "maps", axis=1)
 
 
-def compute_maps(paths, batch=128):
+def compute_maps(paths, moments, batch=128):
     g = Graph()
-    maps(g)
+    maps(g, moments)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(g.model("maps", ["N", 57, 32, 32], "maps only").SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    out = []
+    sess = ort.InferenceSession(g.model("maps", ["N", n_maps(moments), 32, 32], "maps only").SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out = np.empty((len(paths), n_maps(moments), SIZE // 4, SIZE // 4), np.float16)  # filled in place: no second copy
     for i in range(0, len(paths), batch):
         imgs = []
         for p in paths[i : i + batch]:
@@ -139,21 +155,35 @@ def compute_maps(paths, batch=128):
             if bgr is None or bgr.shape[:2] != (SIZE, SIZE):
                 raise SystemExit(f"{p}: not a {SIZE}x{SIZE} crop")
             imgs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1).astype(np.float32) / 255.0)
-        out.append(sess.run(["maps"], {"image": np.stack(imgs)})[0].astype(np.float16))
-    return np.concatenate(out)
+        out[i : i + len(imgs)] = sess.run(["maps"], {"image": np.stack(imgs)})[0]
+    return out
 
 
-def mirror_channels() -> np.ndarray:
+def channel_stats(x):
+    """Per-map mean and standard deviation, a chunk at a time: a float32 copy of all the
+    maps would not fit in memory once the training set grows."""
+    s, s2 = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for i in range(0, len(x), 1024):
+        c = x[i : i + 1024].astype(np.float64)
+        s += c.sum(axis=(0, 2, 3))
+        s2 += (c * c).sum(axis=(0, 2, 3))
+    n = len(x) * x.shape[2] * x.shape[3]
+    mean = s / n
+    return mean.astype(np.float32), (np.sqrt(np.maximum(s2 / n - mean * mean, 0)) + 1e-3).astype(np.float32)
+
+
+def mirror_channels(moments) -> np.ndarray:
     """Channel order of the maps of the mirrored crop: the maps mirrored, with the two
     diagonal filters (the last two of the bank) swapped; every other filter's absolute
     response is mirror-symmetric."""
     n = len(residual_kernels())
     order = []
-    for group in range(6):  # Y, Cb, Cr at full, then at half resolution
+    for group in range(6 * len(moments)):  # Y, Cb, Cr per moment, at full then at half resolution
         idx = list(range(group * n, (group + 1) * n))
         idx[-2], idx[-1] = idx[-1], idx[-2]
         order += idx
-    return np.array(order + [6 * n, 6 * n + 1, 6 * n + 2])
+    colour = 6 * n * len(moments)
+    return np.array(order + [colour, colour + 1, colour + 2])
 
 
 def init(key, cin):
@@ -189,9 +219,9 @@ def forward(params, stats, norm, x, key=None):
     return (h @ w + b)[:, 0], batch_stats
 
 
-def export(params, stats, norm, path, doc):
+def export(params, stats, norm, moments, path, doc):
     g = Graph()
-    h = maps(g)
+    h = maps(g, moments)
     h = g.node("Sub", [h, g.const("maps_mean", np.asarray(norm[0]).reshape(1, -1, 1, 1))], "maps_c")
     h = g.node("Div", [h, g.const("maps_std", np.asarray(norm[1]).reshape(1, -1, 1, 1))], "maps_n")
     for i, ((w, gamma, beta), (mean, var), (_, stride)) in enumerate(zip(params[:-1], stats, LAYERS)):
@@ -235,6 +265,30 @@ def summary(bona, morph, t):
     }
 
 
+def crop_list(manifest, split, lfw: Path, crops: Path):
+    """(crop, label 0 bona fide / 1 morph, source) of one split; images in which the
+    service found no face have no crop and are left out, as the service would refuse them."""
+    s = manifest["splits"][split]
+    items = [(lfw / Path(r).with_suffix(".png"), 0, "lfw") for r in s["bona_fide"]]
+    items += [(crops / Path(r["file"]).with_suffix(".png"), 0, "post") for r in s["bona_fide_post"]]
+    items += [(crops / Path(r["file"]).with_suffix(".png"), 1, r["variant"]) for r in s["morphs"]]
+    found = [i for i in items if i[0].exists()]
+    print(f"{split}: {len(found)} crops ({len(items) - len(found)} images without a detected face left out)", flush=True)
+    return found
+
+
+def by_source(bona, scores, labels, sources, threshold):
+    """The summary per morph kind, and the BPCER per bona fide kind."""
+    out = {}
+    for s in sorted(set(sources)):
+        sel = sources == s
+        if (labels[sel] == 1).all():
+            out[s] = summary(bona, scores[sel], threshold)
+        else:
+            out[s] = {"n": int(sel.sum()), "bpcer_at_threshold": round(float(np.mean(scores[sel] >= threshold)) * 100, 2)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
@@ -245,25 +299,24 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261126)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--moments", default="abs", choices=["abs", "abs,sq"], help="residual statistics per cell: abs, or abs,sq")
     ap.add_argument("--holdout", default="", help="leave this morph variant out of training (a generalisation check)")
     args = ap.parse_args()
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     lfw, crops = Path(args.lfw_crops), Path(args.set_crops)
+    moments = args.moments.split(",")
 
     data = {}
-    for split, s in manifest["splits"].items():
-        items = [(lfw / Path(r).with_suffix(".png"), 0, "lfw") for r in s["bona_fide"]]
-        items += [(crops / Path(r["file"]).with_suffix(".png"), 0, "post") for r in s["bona_fide_post"]]
-        items += [(crops / Path(r["file"]).with_suffix(".png"), 1, r["variant"]) for r in s["morphs"]]
-        missing = [i for i in items if not i[0].exists()]
-        items = [i for i in items if i[0].exists()]
-        print(f"{split}: {len(items)} crops ({len(missing)} images without a detected face left out)", flush=True)
-        data[split] = (compute_maps([i[0] for i in items]), np.array([i[1] for i in items]), np.array([i[2] for i in items]), [i[0] for i in items])
+    for split in manifest["splits"]:
+        items = crop_list(manifest, split, lfw, crops)
+        data[split] = (compute_maps([i[0] for i in items], moments), np.array([i[1] for i in items]), np.array([i[2] for i in items]), [i[0] for i in items])
 
     x, y, src, _ = data["train"]
-    keep = src != args.holdout
-    x, y = x[keep], y[keep]
-    norm = (x.astype(np.float32).mean(axis=(0, 2, 3)), x.astype(np.float32).std(axis=(0, 2, 3)) + 1e-3)
+    if args.holdout:
+        keep = src != args.holdout
+        x, y = x[keep], y[keep]
+    del data["train"]  # one copy of the training maps in memory, not two
+    norm = channel_stats(x)
     rng = np.random.default_rng(args.seed)
     key = jax.random.PRNGKey(args.seed)
     key, k = jax.random.split(key)
@@ -291,7 +344,7 @@ def main() -> None:
         return np.concatenate([np.asarray(score(p, st, xs[i : i + 512].astype(np.float32))) for i in range(0, len(xs), 512)])
 
     xv, yv, srcv, pathsv = data["val"]
-    mirror = mirror_channels()
+    mirror = mirror_channels(moments)
     for epoch in range(args.epochs):
         t0, losses = time.time(), []
         order = rng.permutation(len(x))
@@ -311,24 +364,19 @@ def main() -> None:
     threshold = threshold_at_bpcer(bona_v, 0.01)
     report = {
         "seed": args.seed,
+        "moments": args.moments,
         "epochs": args.epochs,
         "holdout": args.holdout,
         "train": {"bona_fide": int((y == 0).sum()), "morphs": int((y == 1).sum())},
         "threshold_at_val_bpcer1": round(threshold, 4),
         "val": summary(bona_v, pv[yv == 1], threshold),
-        "val_by_source": {},
+        "val_by_source": by_source(bona_v, pv, yv, srcv, threshold),
     }
-    for s in sorted(set(srcv)):
-        sel = srcv == s
-        if (yv[sel] == 1).all():
-            report["val_by_source"][s] = summary(bona_v, pv[sel], threshold)
-        else:
-            report["val_by_source"][s] = {"n": int(sel.sum()), "bpcer_at_threshold": round(float(np.mean(pv[sel] >= threshold)) * 100, 2)}
     print(json.dumps(report, indent=1))
 
     doc = f"facegate MAD: residual-energy maps + CNN on the {SIZE}x{SIZE} MAD crop, RGB 0..1 -> morph probability. " \
           f"Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
-    export(params, stats, norm, args.out, doc)
+    export(params, stats, norm, moments, args.out, doc)
     sess = ort.InferenceSession(args.out, providers=["CPUExecutionProvider"])
     for i in range(0, len(yv), max(1, len(yv) // 40)):
         rgb = cv2.cvtColor(cv2.imread(str(pathsv[i])), cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0
