@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild facegate's MAD model from the evaluation photos, end to end (about 30 minutes on
+# Rebuild facegate's MAD model from the evaluation photos, end to end (about 100 minutes on
 # 2 cores):
 #   tools/mad/build.sh FACES_DIR [WORK_DIR]
 # FACES_DIR is laid out like ../shared/data/faces (lfw/images/<Name>/*.jpg). WORK_DIR
@@ -24,12 +24,23 @@ bin=${CARGO_TARGET_DIR:-target}/release/facegate
 export FACEGATE__PIPELINE__MAD__FILE=""
 
 "$bin" faces "$faces/lfw/images" --out "$work/lfw.jsonl" --crops "$work/crops/lfw"
+# 24,000 training morphs and 16,000 post-processed bona fide copies (the 4,172 training photos
+# about four times each, each copy processed anew); validation keeps its own random stream
+# and sizes, 3,000 morphs and 1,333 copies.
 "$venv/bin/python" tools/mad/morph.py --faces "$work/lfw.jsonl" --images "$faces/lfw/images" \
-    --landmarks models/files/fr_landmark.onnx --out "$work/set"
+    --landmarks models/files/fr_landmark.onnx --out "$work/set" \
+    --morphs 8000 --bona-post 16000 --val-morphs 1000 --val-bona-post 1333
 "$bin" faces "$work/set" --out "$work/set.jsonl" --crops "$work/crops/set"
-"$venv/bin/python" tools/mad/train.py --set "$work/set" --lfw-crops "$work/crops/lfw" --set-crops "$work/crops/set" \
-    --out models/mad/facegate-mad-v1.onnx --report models/mad/report.json
-sha256sum models/mad/facegate-mad-v1.onnx
+data=(--set "$work/set" --lfw-crops "$work/crops/lfw" --set-crops "$work/crops/set")
+# Two networks, different residual statistics and seeds; ensemble.py joins them (each on the
+# crop and its mirror image) and sets the threshold on validation.
+"$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs --seed 20261126 \
+    --out "$work/member-abs.onnx" --report "$work/member-abs.json"
+"$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs,sq --seed 20261127 \
+    --out "$work/member-abs-sq.onnx" --report "$work/member-abs-sq.json"
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v2.onnx --report models/mad/report.json \
+    "$work/member-abs.onnx" "$work/member-abs-sq.onnx"
+sha256sum models/mad/facegate-mad-v2.onnx
 echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
 echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"
