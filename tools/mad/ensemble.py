@@ -11,7 +11,6 @@ the same figures as train.py's.
 
 Usage: ensemble.py --set DIR --lfw-crops DIR --set-crops DIR --out model.onnx --report report.json MEMBER.onnx...
 """
-import argparse
 import json
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, SIZE, by_source, crop_list, summary, threshold_at_bpcer
+from train import OPSET, SIZE, by_source, crop_list, data_arguments, summary, threshold_at_bpcer
 
 
 def join(members, doc):
@@ -75,12 +74,7 @@ def run(session, images, output="morph", batch=256):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
-    ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate faces --crops)")
-    ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--report", required=True)
+    ap = data_arguments(__doc__)
     ap.add_argument("members", nargs="+", help="train.py outputs, with their reports next to them (same name, .json)")
     args = ap.parse_args()
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())

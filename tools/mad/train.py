@@ -289,13 +289,19 @@ def by_source(bona, scores, labels, sources, threshold):
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def data_arguments(doc: str) -> argparse.ArgumentParser:
+    """The arguments train.py and ensemble.py share: where the set and its crops are, where to write."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
     ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate faces --crops)")
     ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
+    return ap
+
+
+def main() -> None:
+    ap = data_arguments(__doc__)
     ap.add_argument("--seed", type=int, default=20261126)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=128)
