@@ -65,6 +65,20 @@ where
     (status, String::from_utf8_lossy(&test::read_body(res).await).into_owned())
 }
 
+/// POST /api/v1/enrol of `image` as `subject` in the default partition, without a key.
+async fn enrol<S, B: actix_web::body::MessageBody>(svc: &S, image: &[u8], subject: &str) -> (StatusCode, String)
+where
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    post(
+        svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": b64(image), "subject_id": subject}),
+        None,
+    )
+    .await
+}
+
 async fn get<S, B: actix_web::body::MessageBody>(svc: &S, path: &str, key: Option<&str>) -> (StatusCode, serde_json::Value)
 where
     S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
@@ -107,24 +121,12 @@ async fn enrol_search_verify_delete_round_trip_on_real_photos() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let svc = service!(config(tmp.path()));
     let subject = "obama <&\"'>";
-    let (s, body) = post(
-        &svc,
-        "/api/v1/enrol",
-        serde_json::json!({"image": b64(&photo("obama.jpg")), "subject_id": subject}),
-        None,
-    )
-    .await;
+    let (s, body) = enrol(&svc, &photo("obama.jpg"), subject).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(element(&body, "status").as_deref(), Some("OK"));
     assert_eq!(element(&body, "subject_id").as_deref(), Some("obama &lt;&amp;&quot;&apos;&gt;"));
     assert_eq!(element(&body, "model_id").as_deref(), Some("arcface-w600k-mbf"));
-    let (s, _) = post(
-        &svc,
-        "/api/v1/enrol",
-        serde_json::json!({"image": b64(&photo("biden.jpg")), "subject_id": "biden"}),
-        None,
-    )
-    .await;
+    let (s, _) = enrol(&svc, &photo("biden.jpg"), "biden").await;
     assert_eq!(s, 200);
 
     let (s, body) = post(
@@ -383,13 +385,7 @@ async fn ambiguous_enrolment_photo_is_refused_with_a_reason() {
     let mut jpeg = Vec::new();
     both.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
         .unwrap_or_else(|e| panic!("{e}"));
-    let (s, body) = post(
-        &svc,
-        "/api/v1/enrol",
-        serde_json::json!({"image": b64(&jpeg), "subject_id": "two"}),
-        None,
-    )
-    .await;
+    let (s, body) = enrol(&svc, &jpeg, "two").await;
     assert_eq!(s, 400, "{body}");
     assert!(element(&body, "message").unwrap_or_default().contains("2 faces"), "{body}");
     assert_no_partition_left(&svc).await;
@@ -403,13 +399,7 @@ async fn spoof_rejection_carries_its_score() {
     // the real PAD model's verdict a rejection, exercising the 451 path end to end.
     cfg.pipeline.pad.threshold = 1.0;
     let svc = service!(cfg);
-    let (s, body) = post(
-        &svc,
-        "/api/v1/enrol",
-        serde_json::json!({"image": b64(&photo("obama.jpg")), "subject_id": "o"}),
-        None,
-    )
-    .await;
+    let (s, body) = enrol(&svc, &photo("obama.jpg"), "o").await;
     assert_eq!(s.as_u16(), 451, "{body}");
     assert_eq!(element(&body, "status").as_deref(), Some("SPOOF_DETECTED"));
     let pad: f32 = element(&body, "pad_score").and_then(|v| v.parse().ok()).unwrap_or(-1.0);
@@ -424,13 +414,7 @@ async fn a_morph_is_refused_at_enrol_with_its_score_and_leaves_no_trace() {
     // Made by tools/mad/morph.py from obama.jpg and biden.jpg (see models/tests/pipeline.rs).
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/morph_obama_biden.png");
     let png = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (s, body) = post(
-        &svc,
-        "/api/v1/enrol",
-        serde_json::json!({"image": b64(&png), "subject_id": "obiden"}),
-        None,
-    )
-    .await;
+    let (s, body) = enrol(&svc, &png, "obiden").await;
     assert_eq!(s.as_u16(), 422, "{body}");
     assert_eq!(element(&body, "status").as_deref(), Some("MORPH_DETECTED"));
     let score: f32 = element(&body, "mad_score").and_then(|v| v.parse().ok()).unwrap_or(-1.0);
