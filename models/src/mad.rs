@@ -10,7 +10,6 @@
 //! untouched hair, ears and background around it is one of its tell-tale traces.
 
 use image::RgbImage;
-use ndarray::Array4;
 use ort::{session::Session, value::TensorRef};
 
 use crate::{align, config::MadConfig, detect::Face, runtime, ModelError};
@@ -62,19 +61,12 @@ impl MadCrop {
         // The part of the image the crop shows (with a margin), scaled down by `s`.
         let back = to_crop.inverse();
         let corners = [[0.0, 0.0], [size as f32, 0.0], [0.0, size as f32], [size as f32; 2]].map(|p| back.apply(p));
+        let (lo, hi) = corners.iter().fold(([f32::MAX; 2], [f32::MIN; 2]), |(lo, hi), p| {
+            ([lo[0].min(p[0]), lo[1].min(p[1])], [hi[0].max(p[0]), hi[1].max(p[1])])
+        });
         let (w, h) = (image.width() as f32, image.height() as f32);
-        let x0 = (corners.iter().map(|p| p[0]).fold(f32::MAX, f32::min) - 4.0)
-            .clamp(0.0, w - 1.0)
-            .floor();
-        let y0 = (corners.iter().map(|p| p[1]).fold(f32::MAX, f32::min) - 4.0)
-            .clamp(0.0, h - 1.0)
-            .floor();
-        let x1 = (corners.iter().map(|p| p[0]).fold(f32::MIN, f32::max) + 4.0)
-            .clamp(x0 + 1.0, w)
-            .ceil();
-        let y1 = (corners.iter().map(|p| p[1]).fold(f32::MIN, f32::max) + 4.0)
-            .clamp(y0 + 1.0, h)
-            .ceil();
+        let (x0, y0) = ((lo[0] - 4.0).clamp(0.0, w - 1.0).floor(), (lo[1] - 4.0).clamp(0.0, h - 1.0).floor());
+        let (x1, y1) = ((hi[0] + 4.0).clamp(x0 + 1.0, w).ceil(), (hi[1] + 4.0).clamp(y0 + 1.0, h).ceil());
         let region = image::imageops::crop_imm(image, x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32).to_image();
         let f = s.powf(PREFILTER_EXPONENT);
         let (rw, rh) = (
@@ -130,13 +122,7 @@ impl MorphDetector for OnnxMad {
                 reason: "degenerate landmarks".into(),
             });
         };
-        let (w, h) = crop.dimensions();
-        let mut t = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
-        for (x, y, p) in crop.enumerate_pixels() {
-            for c in 0..3 {
-                t[[0, c, y as usize, x as usize]] = f32::from(p[c]) / 255.0;
-            }
-        }
+        let t = runtime::rgb_tensor(&crop, |v| f32::from(v) / 255.0);
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let score = match out {

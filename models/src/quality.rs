@@ -20,7 +20,6 @@
 //! capture, so a good image scores what the network says; any single defect pulls it down.
 
 use image::{imageops, RgbImage};
-use ndarray::Array4;
 use ort::{session::Session, value::TensorRef};
 
 use crate::{align::AlignedFace, detect::Face, runtime, ModelError};
@@ -64,13 +63,7 @@ impl OnnxQuality {
         let y2 = (face.bbox[3].clamp(0.0, h as f32) as u32).max(y1 + 1);
         let crop = imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image();
         let crop = imageops::resize(&crop, NET_SIZE, NET_SIZE, imageops::FilterType::Triangle);
-        let s = NET_SIZE as usize;
-        let mut tensor = Array4::<f32>::zeros((1, 3, s, s));
-        for (x, y, p) in crop.enumerate_pixels() {
-            for c in 0..3 {
-                tensor[[0, c, y as usize, x as usize]] = (f32::from(p[c]) / 255.0 - 0.5) / 0.5;
-            }
-        }
+        let tensor = runtime::rgb_tensor(&crop, |v| (f32::from(v) / 255.0 - 0.5) / 0.5);
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let v = out.first().copied().unwrap_or(f32::NAN);

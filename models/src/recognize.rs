@@ -1,6 +1,5 @@
 //! Recognition: aligned face -> L2-normalised template.
 
-use ndarray::Array4;
 use ort::{session::Session, value::TensorRef};
 
 use crate::{align::AlignedFace, config::RecognizerConfig, runtime, ModelError};
@@ -53,14 +52,8 @@ impl Recognizer for OnnxRecognizer {
     }
 
     fn embed(&mut self, face: &AlignedFace) -> Result<Vec<f32>, ModelError> {
-        let s = self.cfg.input_size as usize;
         let (mean, inv_std) = (self.cfg.mean, 1.0 / self.cfg.std);
-        let mut tensor = Array4::<f32>::zeros((1, 3, s, s));
-        for (x, y, p) in face.image.enumerate_pixels() {
-            for c in 0..3 {
-                tensor[[0, c, y as usize, x as usize]] = (f32::from(p[c]) - mean) * inv_std;
-            }
-        }
+        let tensor = runtime::rgb_tensor(&face.image, |v| (f32::from(v) - mean) * inv_std);
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
         if raw.len() != self.dim {

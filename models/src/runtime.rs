@@ -218,3 +218,16 @@ mod tests {
         assert_eq!(super::build_version(info), "1.31.1");
     }
 }
+
+/// An RGB image as a [1, 3, h, w] tensor in RGB plane order, each channel value mapped by
+/// `f` (the model's own normalisation).
+pub fn rgb_tensor(image: &image::RgbImage, f: impl Fn(u8) -> f32) -> ndarray::Array4<f32> {
+    let (w, h) = image.dimensions();
+    let mut t = ndarray::Array4::<f32>::zeros((1, 3, h as usize, w as usize));
+    for (x, y, p) in image.enumerate_pixels() {
+        for c in 0..3 {
+            t[[0, c, y as usize, x as usize]] = f(p[c]);
+        }
+    }
+    t
+}
