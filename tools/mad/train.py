@@ -266,12 +266,13 @@ def summary(bona, morph, t):
 
 
 def crop_list(manifest, split, lfw: Path, crops: Path):
-    """(crop, label 0 bona fide / 1 morph, source) of one split; images in which the
-    service found no face have no crop and are left out, as the service would refuse them."""
+    """(crop, label 0 bona fide / 1 morph, source, person: a morph's first one) of one
+    split; images in which the service found no face have no crop and are left out, as the
+    service would refuse them."""
     s = manifest["splits"][split]
-    items = [(lfw / Path(r).with_suffix(".png"), 0, "lfw") for r in s["bona_fide"]]
-    items += [(crops / Path(r["file"]).with_suffix(".png"), 0, "post") for r in s["bona_fide_post"]]
-    items += [(crops / Path(r["file"]).with_suffix(".png"), 1, r["variant"]) for r in s["morphs"]]
+    items = [(lfw / Path(r).with_suffix(".png"), 0, "lfw", Path(r).parts[0]) for r in s["bona_fide"]]
+    items += [(crops / Path(r["file"]).with_suffix(".png"), 0, "post", Path(r["source"]).parts[0]) for r in s["bona_fide_post"]]
+    items += [(crops / Path(r["file"]).with_suffix(".png"), 1, r["variant"], Path(r["a"]).parts[0]) for r in s["morphs"]]
     found = [i for i in items if i[0].exists()]
     print(f"{split}: {len(found)} crops ({len(items) - len(found)} images without a detected face left out)", flush=True)
     return found
