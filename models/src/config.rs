@@ -190,8 +190,8 @@ impl Default for PadConfig {
 impl Default for MadConfig {
     fn default() -> Self {
         Self {
-            file: PathBuf::from("facegate-mad-v2.onnx"),
-            threshold: 0.9598,
+            file: PathBuf::from("facegate-mad-v3.onnx"),
+            threshold: 0.9757,
             input_size: 128,
             context: 1.5,
         }

@@ -7,7 +7,11 @@
 //!
 //! The detector sees its own crop, wider than the recognizer's: a landmark morph is
 //! pasted back into one source's photo, and the contrast between the blended face and the
-//! untouched hair, ears and background around it is one of its tell-tale traces.
+//! untouched hair, ears and background around it is one of its tell-tale traces. A model
+//! may also read the recognizer's embedding of the face (a second input, `embedding`): a
+//! blend of two identities lands where bona fide embeddings rarely do. Such a model names
+//! the recognizer it was trained with (its sha256, in the ONNX metadata), and is refused
+//! next to any other: another recognizer's embedding space means nothing to it.
 
 use image::RgbImage;
 use ort::{session::Session, value::TensorRef};
@@ -15,9 +19,15 @@ use ort::{session::Session, value::TensorRef};
 use crate::{align, config::MadConfig, detect::Face, runtime, ModelError};
 
 pub trait MorphDetector: Send {
-    /// Probability that the face is a morph, in [0, 1].
-    fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<f32, ModelError>;
+    /// Whether `morph_score` needs the recognizer's embedding of the face.
+    fn reads_embedding(&self) -> bool;
+    /// Probability that the face is a morph, in [0, 1]. `embedding`: the recognizer's
+    /// embedding of the same face, required when `reads_embedding`.
+    fn morph_score(&mut self, image: &RgbImage, face: &Face, embedding: Option<&[f32]>) -> Result<f32, ModelError>;
 }
+
+/// The ONNX metadata key naming the recognizer whose embeddings a MAD model reads.
+pub const EMBEDDING_SHA256_KEY: &str = "facegate.embedding_sha256";
 
 /// The detector's input: the face aligned by its 5 landmarks to the recognizer's
 /// template, shrunk by `context` about the crop centre so that `context` times the
@@ -89,33 +99,88 @@ const PREFILTER_EXPONENT: f32 = 0.5;
 /// unaffected.
 const MIN_SCALE_WITHOUT_PREFILTER: f32 = 0.75;
 
-/// A single-image MAD network on the MAD crop, RGB scaled to 0..1, whose output is either
-/// one morph probability or two softmax/logit values (bona fide, morph).
+/// A single-image MAD network on the MAD crop, RGB scaled to 0..1 (its first input),
+/// optionally with the recognizer's embedding (an input named `embedding`, [N, dim]),
+/// whose output is either one morph probability or two softmax/logit values (bona fide,
+/// morph).
 pub struct OnnxMad {
     session: Session,
     crop: MadCrop,
+    /// The embedding input's name and length, when the model has one.
+    embedding: Option<(String, usize)>,
 }
 
 impl OnnxMad {
+    /// `recognizer_sha256`: the sha256 the configured recognizer file was verified against
+    /// (None when it is not pinned); a model that reads embeddings must name that one.
     pub fn load(
         path: &std::path::Path,
         cfg: &MadConfig,
         template: [[f32; 2]; 5],
         template_size: u32,
+        recognizer_sha256: Option<&str>,
         intra_threads: usize,
     ) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         let side = i64::from(cfg.input_size);
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
+        let embedding =
+            match session.inputs().get(1) {
+                None => None,
+                Some(input) => {
+                    let shape: Vec<i64> = input
+                        .dtype()
+                        .tensor_shape()
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default();
+                    let (name, dim) = match shape[..] {
+                        [_, dim] if input.name() == "embedding" && dim > 0 => (input.name().to_string(), dim as usize),
+                        _ => {
+                            return Err(ModelError::Shape {
+                                model: "mad".into(),
+                                reason: format!("second input {:?} {shape:?}: expected \"embedding\" [N, dim]", input.name()),
+                            })
+                        }
+                    };
+                    let wants = session.metadata()?.custom(EMBEDDING_SHA256_KEY);
+                    let refuse = |reason: String| ModelError::File {
+                        path: path.to_path_buf(),
+                        reason,
+                    };
+                    match (wants, recognizer_sha256) {
+                        (None, _) => {
+                            return Err(refuse(format!(
+                                "it reads an embedding but does not name its recognizer ({EMBEDDING_SHA256_KEY})"
+                            )))
+                        }
+                        (Some(_), None) => return Err(refuse(
+                            "it reads the recognizer's embedding, and the configured recognizer is not pinned (pipeline.recognizer.sha256)"
+                                .into(),
+                        )),
+                        (Some(w), Some(r)) if !w.eq_ignore_ascii_case(r) => {
+                            return Err(refuse(format!(
+                                "it reads embeddings of the recognizer with sha256 {w}, not of the configured one ({r}); \
+                             with another recognizer use an image-only MAD model (facegate-mad-v2.onnx)"
+                            )))
+                        }
+                        _ => Some((name, dim)),
+                    }
+                }
+            };
         Ok(Self {
             session,
             crop: MadCrop::new(&template, template_size, cfg),
+            embedding,
         })
     }
 }
 
 impl MorphDetector for OnnxMad {
-    fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<f32, ModelError> {
+    fn reads_embedding(&self) -> bool {
+        self.embedding.is_some()
+    }
+
+    fn morph_score(&mut self, image: &RgbImage, face: &Face, embedding: Option<&[f32]>) -> Result<f32, ModelError> {
         let Some(crop) = self.crop.apply(image, face) else {
             return Err(ModelError::Shape {
                 model: "mad".into(),
@@ -123,7 +188,20 @@ impl MorphDetector for OnnxMad {
             });
         };
         let t = runtime::rgb_tensor(&crop, |v| f32::from(v) / 255.0);
-        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
+        let image_input = self.session.inputs()[0].name().to_string();
+        let mut inputs = ort::inputs![image_input => TensorRef::from_array_view(&t)?];
+        if let Some((name, dim)) = &self.embedding {
+            let e = embedding.filter(|e| e.len() == *dim).ok_or_else(|| ModelError::Shape {
+                model: "mad".into(),
+                reason: format!(
+                    "needs the recognizer's embedding of {dim} values, got {:?}",
+                    embedding.map(<[f32]>::len)
+                ),
+            })?;
+            let view = ndarray::ArrayView2::from_shape((1, *dim), e).map_err(|e| ModelError::Runtime(e.to_string()))?;
+            inputs.push((name.clone().into(), TensorRef::from_array_view(view)?.into()));
+        }
+        let outputs = self.session.run(inputs)?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let score = match out {
             [p] => *p,

@@ -76,6 +76,17 @@ pub struct VerifiedFile {
     pub source: String,
 }
 
+/// The sha256 `verify` holds `path` to: the manifest's, else `pinned`; None when neither.
+pub fn pinned_sha256<'a>(manifest: &'a Manifest, path: &Path, pinned: &'a str) -> Option<&'a str> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let want = manifest
+        .entry(name)
+        .map(|e| e.sha256.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(pinned);
+    (!want.is_empty()).then_some(want)
+}
+
 /// Check `path` against the manifest (or against `pinned` for a user's own file). A
 /// mismatch names the file and what to run.
 pub fn verify(manifest: &Manifest, role: &str, path: &Path, pinned: &str) -> Result<VerifiedFile, ModelError> {
@@ -88,7 +99,7 @@ pub fn verify(manifest: &Manifest, role: &str, path: &Path, pinned: &str) -> Res
     let got = sha256_file(path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let entry = manifest.entry(name);
-    let want = entry.map(|e| e.sha256.as_str()).filter(|s| !s.is_empty()).unwrap_or(pinned);
+    let want = pinned_sha256(manifest, path, pinned).unwrap_or_default();
     if !want.is_empty() && !want.eq_ignore_ascii_case(&got) {
         return Err(ModelError::File {
             path: path.to_path_buf(),

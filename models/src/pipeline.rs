@@ -1,5 +1,6 @@
 //! The face pipeline: decode -> detect -> align -> PAD -> MAD (enrol only) -> quality ->
-//! embed. Cheap gates run before the expensive ones, so a rejected image costs little.
+//! embed. Cheap gates run before the expensive ones, so a rejected image costs little; a
+//! MAD model that reads the embedding has it computed before it (and reused).
 
 use std::time::{Duration, Instant};
 
@@ -175,11 +176,15 @@ impl Pipeline {
             MadGate::NotConfigured
         } else {
             let rc = &cfg.recognizer;
+            // verify_files held the recognizer file to this sha256 before any load.
+            let manifest = Manifest::load();
+            let recognizer_sha256 = manifest::pinned_sha256(&manifest, &cfg.path(&rc.file), &rc.sha256);
             MadGate::Model(Box::new(OnnxMad::load(
                 &cfg.path(&cfg.mad.file),
                 &cfg.mad,
                 rc.template,
                 rc.input_size,
+                recognizer_sha256,
                 t,
             )?))
         };
@@ -233,9 +238,10 @@ impl Pipeline {
             Some(a) => (
                 ok(self.quality.assess(&image, &face, a).map(|r| r.score.is_finite()), "quality"),
                 ok(self.recognizer.embed(a).map(|v| v.len() == self.recognizer.dim()), "recognition"),
-                match &mut self.mad {
-                    MadGate::Model(m) => ok(m.morph_score(&image, &face).map(|s| s.is_finite()), "mad"),
-                    MadGate::NotConfigured => false,
+                match self.morph_score_aligned(&image, &face, a, None) {
+                    Ok(Some(s)) => s.is_finite(),
+                    Ok(None) => false,
+                    Err(e) => ok(Err(e), "mad"),
                 },
             ),
             None => (false, false, false),
@@ -297,10 +303,33 @@ impl Pipeline {
 
     /// The MAD model's morph score for `face`; None when no MAD model is configured.
     pub fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<Option<f32>, ModelError> {
-        match &mut self.mad {
-            MadGate::Model(m) => m.morph_score(image, face).map(Some),
-            MadGate::NotConfigured => Ok(None),
+        let rc = &self.cfg.recognizer;
+        match align::align(image, &face.landmarks, &rc.template, rc.input_size) {
+            Some(aligned) => self.morph_score_aligned(image, face, &aligned, None),
+            None => Err(ModelError::Shape {
+                model: "mad".into(),
+                reason: "degenerate landmarks".into(),
+            }),
         }
+    }
+
+    /// The morph score, given the face aligned for the recognizer and its embedding when
+    /// already computed (else computed here if the MAD model reads it).
+    fn morph_score_aligned(
+        &mut self,
+        image: &RgbImage,
+        face: &Face,
+        aligned: &AlignedFace,
+        embedding: Option<&[f32]>,
+    ) -> Result<Option<f32>, ModelError> {
+        let MadGate::Model(m) = &mut self.mad else {
+            return Ok(None);
+        };
+        let computed = match embedding {
+            None if m.reads_embedding() => Some(self.recognizer.embed(aligned)?),
+            _ => None,
+        };
+        m.morph_score(image, face, embedding.or(computed.as_deref())).map(Some)
     }
 
     /// Every model on the largest face, gates measured but not applied; None without a face.
@@ -314,8 +343,8 @@ impl Pipeline {
         };
         let pad = self.pad.live_score(image, &face)?;
         let quality = self.quality.assess(image, &face, &aligned)?.score;
-        let mad = self.morph_score(image, &face)?;
         let vector = self.recognizer.embed(&aligned)?;
+        let mad = self.morph_score_aligned(image, &face, &aligned, Some(&vector))?;
         Ok(Some(Measurement {
             face,
             vector,
@@ -361,10 +390,13 @@ impl Pipeline {
             }));
         }
 
-        let mut mad = None;
+        let (mut mad, mut vector) = (None, None);
         if purpose == Purpose::Enrol {
             if let MadGate::Model(detector) = &mut self.mad {
-                let score = t.time(Stage::Mad, || detector.morph_score(image, &face))?;
+                if detector.reads_embedding() {
+                    vector = Some(t.time(Stage::Embed, || self.recognizer.embed(&aligned))?);
+                }
+                let score = t.time(Stage::Mad, || detector.morph_score(image, &face, vector.as_deref()))?;
                 mad = Some(score);
                 if score >= self.cfg.mad.threshold {
                     return Ok(Err(Rejection::MorphDetected {
@@ -384,7 +416,10 @@ impl Pipeline {
             }));
         }
 
-        let vector = t.time(Stage::Embed, || self.recognizer.embed(&aligned))?;
+        let vector = match vector {
+            Some(v) => v,
+            None => t.time(Stage::Embed, || self.recognizer.embed(&aligned))?,
+        };
         Ok(Ok(FaceTemplate {
             vector,
             model_id: self.recognizer.model_id().to_string(),

@@ -187,3 +187,45 @@ fn the_mad_gate_refuses_a_morph_and_passes_the_people_it_was_made_of() {
     let search = p.analyze_image(&morph_photo(), Purpose::Search).unwrap_or_else(|e| panic!("{e}"));
     assert!(search.outcome.is_ok(), "{:?}", search.outcome.err());
 }
+
+#[test]
+fn a_mad_model_reading_embeddings_is_refused_next_to_another_recognizer() {
+    let mut p = pipeline();
+    assert!(
+        p.config().mad.file.to_string_lossy().contains("v3"),
+        "the default MAD model reads embeddings"
+    );
+    // The same files under other names, so that the manifest no longer pins the recognizer.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = p.config().clone();
+    for (from, to) in [
+        (cfg.recognizer.file.clone(), "other-recognizer.onnx"),
+        (cfg.mad.file.clone(), "mad.onnx"),
+    ] {
+        std::os::unix::fs::symlink(root().join("files").join(&from), dir.path().join(to)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for f in [cfg.detector.file.clone(), cfg.quality.file.clone(), cfg.pad.file.clone()] {
+        std::os::unix::fs::symlink(root().join("files").join(&f), dir.path().join(&f)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    cfg.models_dir = dir.path().to_path_buf();
+    cfg.recognizer.file = "other-recognizer.onnx".into();
+    cfg.mad.file = "mad.onnx".into();
+    let refusal = |cfg: &PipelineConfig| match Pipeline::load(cfg) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    let unpinned = refusal(&cfg);
+    assert!(unpinned.contains("not pinned"), "{unpinned}");
+    cfg.recognizer.sha256 = "0".repeat(64);
+    let other = refusal(&cfg);
+    assert!(other.contains("facegate-mad-v2.onnx"), "{other}");
+    // Pinned to the right sha256 under any name, it loads and scores as before.
+    let obama = image::load_from_memory(&photo("obama.jpg"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let face = p.largest_face(&obama).ok().flatten().unwrap_or_else(|| panic!("no face"));
+    let want = p.morph_score(&obama, &face).unwrap_or_else(|e| panic!("{e}"));
+    cfg.recognizer.sha256 = "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f".into();
+    let mut renamed = Pipeline::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(renamed.morph_score(&obama, &face).unwrap_or_else(|e| panic!("{e}")), want);
+}

@@ -33,14 +33,17 @@ export FACEGATE__PIPELINE__MAD__FILE=""
 "$bin" faces "$work/set" --out "$work/set.jsonl" --crops "$work/crops/set"
 data=(--set "$work/set" --lfw-crops "$work/crops/lfw" --set-crops "$work/crops/set")
 # Two networks, different residual statistics and seeds; ensemble.py joins them (each on the
-# crop and its mirror image) and sets the threshold on validation.
+# crop and its mirror image) with a linear model on the recognizer's embeddings (from the
+# `faces` outputs above) and sets the threshold on validation. Without --embeddings and
+# --recognizer the same step makes the image-only v2.
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs --seed 20261126 \
     --out "$work/member-abs.onnx" --report "$work/member-abs.json"
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs,sq --seed 20261127 \
     --out "$work/member-abs-sq.onnx" --report "$work/member-abs-sq.json"
-"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v2.onnx --report models/mad/report.json \
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v3.onnx --report models/mad/report.json \
+    --embeddings "$work/lfw.jsonl" "$work/set.jsonl" --recognizer models/files/w600k_mbf.onnx \
     "$work/member-abs.onnx" "$work/member-abs-sq.onnx"
-sha256sum models/mad/facegate-mad-v2.onnx
+sha256sum models/mad/facegate-mad-v3.onnx
 echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
 echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"
