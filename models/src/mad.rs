@@ -19,10 +19,11 @@ use ort::{session::Session, value::TensorRef};
 use crate::{align, config::MadConfig, detect::Face, runtime, ModelError};
 
 pub trait MorphDetector: Send {
-    /// Whether `morph_score` needs the recognizer's embedding of the face.
-    fn reads_embedding(&self) -> bool;
+    /// The length of the recognizer's embedding `morph_score` needs; None when it reads
+    /// the image only.
+    fn embedding_dim(&self) -> Option<usize>;
     /// Probability that the face is a morph, in [0, 1]. `embedding`: the recognizer's
-    /// embedding of the same face, required when `reads_embedding`.
+    /// embedding of the same face, required when `embedding_dim` is Some.
     fn morph_score(&mut self, image: &RgbImage, face: &Face, embedding: Option<&[f32]>) -> Result<f32, ModelError>;
 }
 
@@ -106,8 +107,8 @@ const MIN_SCALE_WITHOUT_PREFILTER: f32 = 0.75;
 pub struct OnnxMad {
     session: Session,
     crop: MadCrop,
-    /// The embedding input's name and length, when the model has one.
-    embedding: Option<(String, usize)>,
+    /// The length of the `embedding` input, when the model has one.
+    embedding_dim: Option<usize>,
 }
 
 impl OnnxMad {
@@ -124,60 +125,51 @@ impl OnnxMad {
         let session = runtime::session(path, intra_threads)?;
         let side = i64::from(cfg.input_size);
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
-        let embedding =
-            match session.inputs().get(1) {
-                None => None,
-                Some(input) => {
-                    let shape: Vec<i64> = input
-                        .dtype()
-                        .tensor_shape()
-                        .map(|s| s.iter().copied().collect())
-                        .unwrap_or_default();
-                    let (name, dim) = match shape[..] {
-                        [_, dim] if input.name() == "embedding" && dim > 0 => (input.name().to_string(), dim as usize),
-                        _ => {
-                            return Err(ModelError::Shape {
-                                model: "mad".into(),
-                                reason: format!("second input {:?} {shape:?}: expected \"embedding\" [N, dim]", input.name()),
-                            })
-                        }
-                    };
-                    let wants = session.metadata()?.custom(EMBEDDING_SHA256_KEY);
-                    let refuse = |reason: String| ModelError::File {
-                        path: path.to_path_buf(),
-                        reason,
-                    };
-                    match (wants, recognizer_sha256) {
-                        (None, _) => {
-                            return Err(refuse(format!(
-                                "it reads an embedding but does not name its recognizer ({EMBEDDING_SHA256_KEY})"
-                            )))
-                        }
-                        (Some(_), None) => return Err(refuse(
-                            "it reads the recognizer's embedding, and the configured recognizer is not pinned (pipeline.recognizer.sha256)"
-                                .into(),
-                        )),
-                        (Some(w), Some(r)) if !w.eq_ignore_ascii_case(r) => {
-                            return Err(refuse(format!(
-                                "it reads embeddings of the recognizer with sha256 {w}, not of the configured one ({r}); \
-                             with another recognizer use an image-only MAD model (facegate-mad-v2.onnx)"
-                            )))
-                        }
-                        _ => Some((name, dim)),
-                    }
-                }
-            };
+        let embedding_dim = embedding_input(&session, path, recognizer_sha256)?;
         Ok(Self {
             session,
             crop: MadCrop::new(&template, template_size, cfg),
-            embedding,
+            embedding_dim,
         })
     }
 }
 
+/// The embedding input's length, if the model has a second input; refused
+/// unless it names the recognizer (by sha256) and that is the configured one.
+fn embedding_input(session: &Session, path: &std::path::Path, recognizer_sha256: Option<&str>) -> Result<Option<usize>, ModelError> {
+    let Some(input) = session.inputs().get(1) else {
+        return Ok(None);
+    };
+    let shape = runtime::input_shape(session, 1);
+    let dim = match shape[..] {
+        [_, dim] if input.name() == "embedding" && dim > 0 => dim as usize,
+        _ => {
+            return Err(ModelError::Shape {
+                model: "mad".into(),
+                reason: format!("second input {:?} {shape:?}: expected \"embedding\" [N, dim]", input.name()),
+            })
+        }
+    };
+    let reason = match (session.metadata()?.custom(EMBEDDING_SHA256_KEY), recognizer_sha256) {
+        (Some(want), Some(have)) if want.eq_ignore_ascii_case(have) => return Ok(Some(dim)),
+        (Some(want), Some(have)) => format!(
+            "it reads embeddings of the recognizer with sha256 {want}, not of the configured one ({have}); \
+             with another recognizer use an image-only MAD model (facegate-mad-v2.onnx)"
+        ),
+        (Some(_), None) => "it reads the recognizer's embedding, and the configured recognizer is not pinned \
+                            (pipeline.recognizer.sha256)"
+            .into(),
+        (None, _) => format!("it reads an embedding but does not name its recognizer ({EMBEDDING_SHA256_KEY})"),
+    };
+    Err(ModelError::File {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
 impl MorphDetector for OnnxMad {
-    fn reads_embedding(&self) -> bool {
-        self.embedding.is_some()
+    fn embedding_dim(&self) -> Option<usize> {
+        self.embedding_dim
     }
 
     fn morph_score(&mut self, image: &RgbImage, face: &Face, embedding: Option<&[f32]>) -> Result<f32, ModelError> {
@@ -190,16 +182,16 @@ impl MorphDetector for OnnxMad {
         let t = runtime::rgb_tensor(&crop, |v| f32::from(v) / 255.0);
         let image_input = self.session.inputs()[0].name().to_string();
         let mut inputs = ort::inputs![image_input => TensorRef::from_array_view(&t)?];
-        if let Some((name, dim)) = &self.embedding {
-            let e = embedding.filter(|e| e.len() == *dim).ok_or_else(|| ModelError::Shape {
+        if let Some(dim) = self.embedding_dim {
+            let e = embedding.filter(|e| e.len() == dim).ok_or_else(|| ModelError::Shape {
                 model: "mad".into(),
                 reason: format!(
                     "needs the recognizer's embedding of {dim} values, got {:?}",
                     embedding.map(<[f32]>::len)
                 ),
             })?;
-            let view = ndarray::ArrayView2::from_shape((1, *dim), e).map_err(|e| ModelError::Runtime(e.to_string()))?;
-            inputs.push((name.clone().into(), TensorRef::from_array_view(view)?.into()));
+            let view = ndarray::ArrayView2::from_shape((1, dim), e).map_err(|e| ModelError::Runtime(e.to_string()))?;
+            inputs.push(("embedding".into(), TensorRef::from_array_view(view)?.into()));
         }
         let outputs = self.session.run(inputs)?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;

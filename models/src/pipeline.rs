@@ -188,12 +188,21 @@ impl Pipeline {
                 t,
             )?))
         };
+        let recognizer = OnnxRecognizer::load(&cfg.path(&cfg.recognizer.file), &cfg.recognizer, t)?;
+        if let MadGate::Model(m) = &mad {
+            if let Some(dim) = m.embedding_dim().filter(|d| *d != recognizer.dim()) {
+                return Err(ModelError::Shape {
+                    model: "mad".into(),
+                    reason: format!("reads an embedding of {dim} values; the recognizer makes {}", recognizer.dim()),
+                });
+            }
+        }
         Ok(Self {
             detector: Box::new(RetinaFace::load(&cfg.path(&cfg.detector.file), &cfg.detector, t)?),
             pad: Box::new(OnnxPad::load(&cfg.path(&cfg.pad.file), &cfg.pad, t)?),
             mad,
             quality: Box::new(OnnxQuality::load(&cfg.path(&cfg.quality.file), t)?),
-            recognizer: Box::new(OnnxRecognizer::load(&cfg.path(&cfg.recognizer.file), &cfg.recognizer, t)?),
+            recognizer: Box::new(recognizer),
             cfg: cfg.clone(),
         })
     }
@@ -238,11 +247,11 @@ impl Pipeline {
             Some(a) => (
                 ok(self.quality.assess(&image, &face, a).map(|r| r.score.is_finite()), "quality"),
                 ok(self.recognizer.embed(a).map(|v| v.len() == self.recognizer.dim()), "recognition"),
-                match self.morph_score_aligned(&image, &face, a, None) {
-                    Ok(Some(s)) => s.is_finite(),
-                    Ok(None) => false,
-                    Err(e) => ok(Err(e), "mad"),
-                },
+                ok(
+                    self.morph_score_aligned(&image, &face, a, None)
+                        .map(|s| s.is_some_and(f32::is_finite)),
+                    "mad",
+                ),
             ),
             None => (false, false, false),
         };
@@ -326,7 +335,7 @@ impl Pipeline {
             return Ok(None);
         };
         let computed = match embedding {
-            None if m.reads_embedding() => Some(self.recognizer.embed(aligned)?),
+            None if m.embedding_dim().is_some() => Some(self.recognizer.embed(aligned)?),
             _ => None,
         };
         m.morph_score(image, face, embedding.or(computed.as_deref())).map(Some)
@@ -393,7 +402,7 @@ impl Pipeline {
         let (mut mad, mut vector) = (None, None);
         if purpose == Purpose::Enrol {
             if let MadGate::Model(detector) = &mut self.mad {
-                if detector.reads_embedding() {
+                if detector.embedding_dim().is_some() {
                     vector = Some(t.time(Stage::Embed, || self.recognizer.embed(&aligned))?);
                 }
                 let score = t.time(Stage::Mad, || detector.morph_score(image, &face, vector.as_deref()))?;

@@ -186,11 +186,12 @@ fn build(env: &ort::environment::Environment, path: &Path, intra_threads: usize,
     builder.commit_from_file(path).map_err(file_err)
 }
 
-/// The declared shape of a session's first input (-1 for a free dimension).
-pub fn input_shape(session: &Session) -> Vec<i64> {
+/// The declared shape of a session's `index`th input (-1 for a free dimension); empty
+/// when there is no such input.
+pub fn input_shape(session: &Session, index: usize) -> Vec<i64> {
     session
         .inputs()
-        .first()
+        .get(index)
         .and_then(|i| i.dtype().tensor_shape())
         .map(|s| s.iter().copied().collect())
         .unwrap_or_default()
@@ -198,7 +199,7 @@ pub fn input_shape(session: &Session) -> Vec<i64> {
 
 /// Refuse a model whose fixed input dimensions differ from what its role feeds it.
 pub fn expect_input(session: &Session, model: &str, want: &[i64]) -> Result<(), ModelError> {
-    let got = input_shape(session);
+    let got = input_shape(session, 0);
     let fits = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *g < 0 || *w < 0 || g == w);
     if fits {
         Ok(())
