@@ -23,7 +23,8 @@ validation crops: the threshold is set there at BPCER 1 %, and the report writte
 the same figures as train.py's.
 
 Usage: ensemble.py --set DIR --lfw-crops DIR --set-crops DIR --out model.onnx --report report.json
-       [--embeddings LFW.jsonl SET.jsonl --recognizer w600k_mbf.onnx] MEMBER.onnx...
+       [--extra-set DIR --extra-crops DIR] [--embeddings LFW.jsonl SET.jsonl [EXTRA.jsonl] --recognizer w600k_mbf.onnx]
+       MEMBER.onnx...
 """
 import hashlib
 import json
@@ -36,7 +37,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 
-from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, summary, threshold_at_bpcer
+from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, extra_items, summary, threshold_at_bpcer
 
 # Fusion weights tried for the embedding's logit, relative to the networks' logit spread.
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
@@ -149,12 +150,15 @@ def fit_head(train_x, train_y, logits, val_x, labels, persons):
 
 def main() -> None:
     ap = data_arguments(__doc__)
-    ap.add_argument("--embeddings", nargs=2, metavar=("LFW_JSONL", "SET_JSONL"), help="`facegate faces` outputs of the photos and of the set: add the embedding model")
+    ap.add_argument("--embeddings", nargs="+", metavar="JSONL", help="`facegate faces` outputs of the photos, of the set and (with --extra-set) of the extra set's morphs: add the embedding model")
     ap.add_argument("--recognizer", help="the recognizer ONNX file that made those embeddings (its sha256 goes into the model)")
     ap.add_argument("members", nargs="+", help="train.py outputs, with their reports next to them (same name, .json)")
     args = ap.parse_args()
     if bool(args.embeddings) != bool(args.recognizer):
         raise SystemExit("--embeddings and --recognizer go together")
+    roots = [Path(args.lfw_crops), Path(args.set_crops)] + ([Path(args.extra_crops)] if args.extra_set else [])
+    if args.embeddings and len(args.embeddings) != len(roots):
+        raise SystemExit(f"--embeddings needs {len(roots)} `facegate faces` outputs, one per crop folder: {', '.join(map(str, roots))}")
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     lfw, crops = Path(args.lfw_crops), Path(args.set_crops)
     items = crop_list(manifest, "val", lfw, crops)
@@ -170,8 +174,7 @@ def main() -> None:
 
     head, head_report, embeddings = None, None, None
     if args.embeddings:
-        roots = [lfw, crops]
-        train_items = crop_list(manifest, "train", lfw, crops)
+        train_items = crop_list(manifest, "train", lfw, crops) + extra_items(args)
         train_x = embeddings_of(train_items, args.embeddings, roots)
         embeddings = embeddings_of(items, args.embeddings, roots)
         head, head_report = fit_head(train_x, np.array([i[1] for i in train_items]), image_logits, embeddings, labels, [i[3] for i in items])

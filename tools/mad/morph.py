@@ -193,12 +193,18 @@ def save(img: np.ndarray, dest: Path, quality) -> Path:
     return dest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def photo_arguments(doc: str) -> argparse.ArgumentParser:
+    """The arguments morph.py and crossgen.py share: the photos, what `facegate faces` saw in them, where to write."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--faces", required=True, help="JSON lines from `facegate faces`")
     ap.add_argument("--images", required=True, help="the folder `facegate faces` read")
-    ap.add_argument("--landmarks", required=True, help="fr_landmark.onnx")
     ap.add_argument("--out", required=True)
+    return ap
+
+
+def main() -> None:
+    ap = photo_arguments(__doc__)
+    ap.add_argument("--landmarks", required=True, help="fr_landmark.onnx")
     ap.add_argument("--seed", type=int, default=20261126)
     ap.add_argument("--val-share", type=float, default=0.25)
     ap.add_argument("--morphs", type=int, default=3000, help="morphs per variant in train (val gets val-share/(1-val-share) of it)")

@@ -296,9 +296,19 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
     ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate faces --crops)")
     ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
+    ap.add_argument("--extra-set", help="more training morphs: crossgen.py --split train's output folder (manifest.json)")
+    ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET/morph)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
     return ap
+
+
+def extra_items(args):
+    """The extra set's training morphs (none without --extra-set)."""
+    if not args.extra_set:
+        return []
+    extra = json.loads((Path(args.extra_set) / "manifest.json").read_text())
+    return crop_list(extra, "train", Path(args.lfw_crops), Path(args.extra_crops))
 
 
 def main() -> None:
@@ -316,6 +326,9 @@ def main() -> None:
     data = {}
     for split in manifest["splits"]:
         items = crop_list(manifest, split, lfw, crops)
+        if split == "train":
+            extra = extra_items(args)
+            items += extra
         data[split] = (compute_maps([i[0] for i in items], moments), np.array([i[1] for i in items]), np.array([i[2] for i in items]), [i[0] for i in items])
 
     x, y, src, _ = data["train"]
@@ -379,6 +392,8 @@ def main() -> None:
         "val": summary(bona_v, pv[yv == 1], threshold),
         "val_by_source": by_source(bona_v, pv, yv, srcv, threshold),
     }
+    if args.extra_set:
+        report["extra_set"] = {"folder": Path(args.extra_set).name, "morphs": len(extra)}
     print(json.dumps(report, indent=1))
 
     doc = f"facegate MAD: residual-energy maps + CNN on the {SIZE}x{SIZE} MAD crop, RGB 0..1 -> morph probability. " \
