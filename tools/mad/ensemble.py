@@ -43,7 +43,6 @@ from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, extr
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
 
 
-
 def join(members, doc, head=None):
     """The members' mean logit over both views; with `head` = (weights [dim, 1], bias [1]),
     plus the logit of that linear model on a second input, `embedding`."""
@@ -127,7 +126,11 @@ def fit_head(train_x, train_y, logits, val_x, labels, persons):
     reg = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(train_x, train_y)
     raw = reg.decision_function(val_x)
     unit = logits.std() / raw.std()  # weight 1 = the same spread as the networks' logit
-    deer = lambda sel, w: d_eer((logits + w * unit * raw)[sel & (labels == 0)], (logits + w * unit * raw)[sel & (labels == 1)])  # noqa: E731
+
+    def deer(sel, w):
+        fused = logits + w * unit * raw
+        return d_eer(fused[sel & (labels == 0)], fused[sel & (labels == 1)])
+
     everyone = np.ones(len(labels), bool)
     weight = min(WEIGHTS, key=lambda w: deer(everyone, w))
     # Cross-fitted: the weight chosen on one half of the people, measured on the other.
