@@ -107,26 +107,37 @@ const MIN_SCALE_WITHOUT_PREFILTER: f32 = 0.75;
 pub struct OnnxMad {
     session: Session,
     crop: MadCrop,
+    /// The image input's name, resolved once at load.
+    image_input: String,
     /// The length of the `embedding` input, when the model has one.
     embedding_dim: Option<usize>,
 }
 
+/// The recognizer a MAD model may read embeddings of: the sha256 its file was verified
+/// against (None when not pinned) and its embedding length.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingSource<'a> {
+    pub sha256: Option<&'a str>,
+    pub dim: usize,
+}
+
 impl OnnxMad {
-    /// `recognizer_sha256`: the sha256 the configured recognizer file was verified against
-    /// (None when it is not pinned); a model that reads embeddings must name that one.
+    /// `recognizer`: the configured recognizer; a model that reads embeddings must name
+    /// that one and take its embedding length.
     pub fn load(
         path: &std::path::Path,
         cfg: &MadConfig,
         template: [[f32; 2]; 5],
         template_size: u32,
-        recognizer_sha256: Option<&str>,
+        recognizer: EmbeddingSource,
         intra_threads: usize,
     ) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         let side = i64::from(cfg.input_size);
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
-        let embedding_dim = embedding_input(&session, path, recognizer_sha256)?;
+        let embedding_dim = embedding_input(&session, path, recognizer)?;
         Ok(Self {
+            image_input: session.inputs()[0].name().to_string(),
             session,
             crop: MadCrop::new(&template, template_size, cfg),
             embedding_dim,
@@ -134,23 +145,27 @@ impl OnnxMad {
     }
 }
 
-/// The embedding input's length, if the model has a second input; refused
-/// unless it names the recognizer (by sha256) and that is the configured one.
-fn embedding_input(session: &Session, path: &std::path::Path, recognizer_sha256: Option<&str>) -> Result<Option<usize>, ModelError> {
+/// The embedding input's length, if the model has a second input; refused unless it names
+/// the recognizer (by sha256), that is the configured one, and the lengths agree.
+fn embedding_input(session: &Session, path: &std::path::Path, recognizer: EmbeddingSource) -> Result<Option<usize>, ModelError> {
     let Some(input) = session.inputs().get(1) else {
         return Ok(None);
     };
     let shape = runtime::input_shape(session, 1);
     let dim = match shape[..] {
-        [_, dim] if input.name() == "embedding" && dim > 0 => dim as usize,
+        [_, dim] if input.name() == "embedding" && dim as usize == recognizer.dim => recognizer.dim,
         _ => {
             return Err(ModelError::Shape {
                 model: "mad".into(),
-                reason: format!("second input {:?} {shape:?}: expected \"embedding\" [N, dim]", input.name()),
+                reason: format!(
+                    "second input {:?} {shape:?}: expected \"embedding\" [N, {}], the recognizer's length",
+                    input.name(),
+                    recognizer.dim
+                ),
             })
         }
     };
-    let reason = match (session.metadata()?.custom(EMBEDDING_SHA256_KEY), recognizer_sha256) {
+    let reason = match (session.metadata()?.custom(EMBEDDING_SHA256_KEY), recognizer.sha256) {
         (Some(want), Some(have)) if want.eq_ignore_ascii_case(have) => return Ok(Some(dim)),
         (Some(want), Some(have)) => format!(
             "it reads embeddings of the recognizer with sha256 {want}, not of the configured one ({have}); \
@@ -180,8 +195,7 @@ impl MorphDetector for OnnxMad {
             });
         };
         let t = runtime::rgb_tensor(&crop, |v| f32::from(v) / 255.0);
-        let image_input = self.session.inputs()[0].name().to_string();
-        let mut inputs = ort::inputs![image_input => TensorRef::from_array_view(&t)?];
+        let mut inputs = ort::inputs![self.image_input.as_str() => TensorRef::from_array_view(&t)?];
         if let Some(dim) = self.embedding_dim {
             let e = embedding.filter(|e| e.len() == dim).ok_or_else(|| ModelError::Shape {
                 model: "mad".into(),

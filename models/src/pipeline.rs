@@ -11,7 +11,7 @@ use crate::{
     config::PipelineConfig,
     decode::{self, DecodeError},
     detect::{Face, FaceDetector, RetinaFace},
-    mad::{MadGate, OnnxMad},
+    mad::{EmbeddingSource, MadGate, OnnxMad},
     manifest::{self, Manifest, VerifiedFile},
     pad::{OnnxPad, PresentationAttackDetector},
     quality::{OnnxQuality, QualityAssessor, QualityReport},
@@ -172,31 +172,26 @@ impl Pipeline {
     pub fn load(cfg: &PipelineConfig) -> Result<Self, ModelError> {
         cfg.validate()?;
         let t = cfg.intra_threads;
+        let recognizer = OnnxRecognizer::load(&cfg.path(&cfg.recognizer.file), &cfg.recognizer, t)?;
         let mad = if cfg.mad.file.as_os_str().is_empty() {
             MadGate::NotConfigured
         } else {
             let rc = &cfg.recognizer;
             // verify_files held the recognizer file to this sha256 before any load.
             let manifest = Manifest::load();
-            let recognizer_sha256 = manifest::pinned_sha256(&manifest, &cfg.path(&rc.file), &rc.sha256);
+            let source = EmbeddingSource {
+                sha256: manifest::pinned_sha256(&manifest, &cfg.path(&rc.file), &rc.sha256),
+                dim: recognizer.dim(),
+            };
             MadGate::Model(Box::new(OnnxMad::load(
                 &cfg.path(&cfg.mad.file),
                 &cfg.mad,
                 rc.template,
                 rc.input_size,
-                recognizer_sha256,
+                source,
                 t,
             )?))
         };
-        let recognizer = OnnxRecognizer::load(&cfg.path(&cfg.recognizer.file), &cfg.recognizer, t)?;
-        if let MadGate::Model(m) = &mad {
-            if let Some(dim) = m.embedding_dim().filter(|d| *d != recognizer.dim()) {
-                return Err(ModelError::Shape {
-                    model: "mad".into(),
-                    reason: format!("reads an embedding of {dim} values; the recognizer makes {}", recognizer.dim()),
-                });
-            }
-        }
         Ok(Self {
             detector: Box::new(RetinaFace::load(&cfg.path(&cfg.detector.file), &cfg.detector, t)?),
             pad: Box::new(OnnxPad::load(&cfg.path(&cfg.pad.file), &cfg.pad, t)?),
@@ -312,6 +307,9 @@ impl Pipeline {
 
     /// The MAD model's morph score for `face`; None when no MAD model is configured.
     pub fn morph_score(&mut self, image: &RgbImage, face: &Face) -> Result<Option<f32>, ModelError> {
+        if !self.mad.is_configured() {
+            return Ok(None);
+        }
         let rc = &self.cfg.recognizer;
         match align::align(image, &face.landmarks, &rc.template, rc.input_size) {
             Some(aligned) => self.morph_score_aligned(image, face, &aligned, None),

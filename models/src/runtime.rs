@@ -211,15 +211,6 @@ pub fn expect_input(session: &Session, model: &str, want: &[i64]) -> Result<(), 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn version_is_read_from_build_info() {
-        let info = "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release";
-        assert_eq!(super::build_version(info), "1.31.1");
-    }
-}
-
 /// An RGB image as a [1, 3, h, w] tensor in RGB plane order, each channel value mapped by
 /// `f` (the model's own normalisation).
 pub fn rgb_tensor(image: &image::RgbImage, f: impl Fn(u8) -> f32) -> ndarray::Array4<f32> {
@@ -231,4 +222,13 @@ pub fn rgb_tensor(image: &image::RgbImage, f: impl Fn(u8) -> f32) -> ndarray::Ar
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_is_read_from_build_info() {
+        let info = "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release";
+        assert_eq!(super::build_version(info), "1.31.1");
+    }
 }
