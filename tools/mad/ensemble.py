@@ -30,14 +30,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 
-from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, extra_items, summary, threshold_at_bpcer
+from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, extra_items, load_crop, summary, threshold_at_bpcer
 
 # Fusion weights tried for the embedding's logit, relative to the networks' logit spread.
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
@@ -81,10 +80,6 @@ def join(members, doc, head=None):
     model.doc_string = doc
     onnx.checker.check_model(model)
     return model
-
-
-def load_crops(paths):
-    return np.stack([cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).transpose(2, 0, 1).astype(np.float32) / 255.0 for p in paths])
 
 
 def with_logit(model):
@@ -165,7 +160,7 @@ def main() -> None:
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     lfw, crops = Path(args.lfw_crops), Path(args.set_crops)
     items = crop_list(manifest, "val", lfw, crops)
-    images = load_crops([i[0] for i in items])
+    images = np.stack([load_crop(i[0]) for i in items])
     labels, sources = np.array([i[1] for i in items]), np.array([i[2] for i in items])
 
     opts = ort.SessionOptions()

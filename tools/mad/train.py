@@ -141,6 +141,14 @@ def maps(g: Graph, moments) -> str:
     return g.node("Concat", outs, "maps", axis=1)
 
 
+def load_crop(path) -> np.ndarray:
+    """A MAD crop as the model's input: [3,128,128] RGB 0..1, as the service feeds it."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[:2] != (SIZE, SIZE):
+        raise SystemExit(f"{path}: not a {SIZE}x{SIZE} crop")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1).astype(np.float32) / 255.0
+
+
 def compute_maps(paths, moments, batch=128):
     g = Graph()
     maps(g, moments)
@@ -149,13 +157,8 @@ def compute_maps(paths, moments, batch=128):
     sess = ort.InferenceSession(g.model("maps", ["N", n_maps(moments), 32, 32], "maps only").SerializeToString(), opts, providers=["CPUExecutionProvider"])
     out = np.empty((len(paths), n_maps(moments), SIZE // 4, SIZE // 4), np.float16)  # filled in place: no second copy
     for i in range(0, len(paths), batch):
-        imgs = []
-        for p in paths[i : i + batch]:
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if bgr is None or bgr.shape[:2] != (SIZE, SIZE):
-                raise SystemExit(f"{p}: not a {SIZE}x{SIZE} crop")
-            imgs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1).astype(np.float32) / 255.0)
-        out[i : i + len(imgs)] = sess.run(["maps"], {"image": np.stack(imgs)})[0]
+        imgs = np.stack([load_crop(p) for p in paths[i : i + batch]])
+        out[i : i + len(imgs)] = sess.run(["maps"], {"image": imgs})[0]
     return out
 
 
@@ -401,8 +404,7 @@ def main() -> None:
     export(params, stats, norm, moments, args.out, doc)
     sess = ort.InferenceSession(args.out, providers=["CPUExecutionProvider"])
     for i in range(0, len(yv), max(1, len(yv) // 40)):
-        rgb = cv2.cvtColor(cv2.imread(str(pathsv[i])), cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        got = sess.run(["morph"], {"image": rgb})[0].item()
+        got = sess.run(["morph"], {"image": load_crop(pathsv[i])[None]})[0].item()
         # The maps are stored as float16 for training; the exported graph keeps float32.
         if abs(got - pv[i]) > 2e-2:
             raise SystemExit(f"exported model scores {got} where JAX scored {pv[i]} ({pathsv[i]})")
