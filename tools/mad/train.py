@@ -320,7 +320,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--moments", default="abs", choices=["abs", "abs,sq"], help="residual statistics per cell: abs, or abs,sq")
-    ap.add_argument("--holdout", default="", help="leave this morph variant out of training (a generalisation check)")
+    ap.add_argument("--holdout", default="", help="leave these morph variants (comma-separated) out of training (a generalisation check)")
     args = ap.parse_args()
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     lfw, crops = Path(args.lfw_crops), Path(args.set_crops)
@@ -336,7 +336,7 @@ def main() -> None:
 
     x, y, src, _ = data["train"]
     if args.holdout:
-        keep = src != args.holdout
+        keep = ~np.isin(src, args.holdout.split(","))
         x, y = x[keep], y[keep]
     del data["train"]  # one copy of the training maps in memory, not two
     norm = channel_stats(x)
