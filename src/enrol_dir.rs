@@ -66,6 +66,16 @@ pub fn subject_of(root: &Path, file: &Path, from: SubjectFrom) -> Option<String>
     }
 }
 
+/// Image files under `dir`, sorted; an error naming the extensions looked for when there
+/// are none (a folder of TIFFs should not read as an empty folder).
+pub fn some_images(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let found = images(dir);
+    if found.is_empty() {
+        return Err(format!("no images ({}) under {}", EXTENSIONS.join(", "), dir.display()));
+    }
+    Ok(found)
+}
+
 /// Image files under `dir`, sorted.
 pub fn images(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

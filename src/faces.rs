@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use facegate_models::{decode, mad, Pipeline};
 
 use crate::config::Config;
-use crate::enrol_dir::images;
+use crate::enrol_dir::some_images;
 use crate::eval::{init_models, parallel, workers_or_cores, AnyError};
 
 #[derive(clap::Args)]
@@ -30,10 +30,7 @@ pub struct Faces {
 
 pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
     init_models(cfg)?;
-    let files = images(&args.dir);
-    if files.is_empty() {
-        return Err(format!("no JPEG or PNG images under {}", args.dir.display()).into());
-    }
+    let files = some_images(&args.dir)?;
     let pcfg = &cfg.pipeline;
     let crop = args.crops.as_deref().map(|dir| {
         (

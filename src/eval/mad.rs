@@ -8,7 +8,7 @@ use facegate_models::{decode, Pipeline};
 
 use super::{parallel, percentile, workers_or_cores, AnyError};
 use crate::config::Config;
-use crate::enrol_dir::images;
+use crate::enrol_dir::some_images;
 
 #[derive(clap::Args)]
 pub struct MadArgs {
@@ -71,10 +71,7 @@ fn collect(args: &MadArgs) -> Result<Vec<Item>, AnyError> {
     folders.extend(args.morphs.iter().map(|d| (Kind::Morph, name_of(d), d.clone())));
     let mut items = Vec::new();
     for (kind, source, dir) in folders {
-        let found = images(&dir);
-        if found.is_empty() {
-            return Err(format!("no JPEG or PNG images under {}", dir.display()).into());
-        }
+        let found = some_images(&dir)?;
         items.extend(found.into_iter().map(|path| Item {
             kind,
             source: source.clone(),
