@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from morph import photo_arguments, post_process, save
+from morph import photo_arguments, post_process, save, write_morph_list
 
 KINDS = ("average", "average-face")
 
@@ -90,8 +90,7 @@ def main() -> None:
             dest = save(img, out / "morph" / kind / f"{i:05d}", quality)
             listed.append({"file": str(dest.relative_to(out / "morph")), "a": m["a"], "b": m["b"], "alpha": m["alpha"], "variant": kind, "post": post})
             made[kind] += 1
-    split = {"bona_fide": [], "bona_fide_post": [], "morphs": listed}
-    (out / "manifest.json").write_text(json.dumps({"seed": args.seed, "splits": {args.split: split}}, indent=1) + "\n")
+    write_morph_list(out, args.seed, args.split, listed)
     print(f"wrote {made} to {out}/morph and {out}/manifest.json")
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from morph import VARIANTS, Landmarks68, morph_pair, photo_arguments, post_process, save
+from morph import VARIANTS, Landmarks68, morph_pair, photo_arguments, post_process, save, write_morph_list
 
 
 def deform(img: np.ndarray, eyes: float, rng: random.Random) -> np.ndarray:
@@ -98,8 +98,7 @@ def main() -> None:
         dest = save(img, out / "morph" / variant / f"{k:05d}", quality)
         listed.append({"file": str(dest.relative_to(out / "morph")), "a": r["path"], "b": r["path"], "alpha": round(alpha, 4),
                        "variant": f"self-{variant}", "post": post})
-    split = {"bona_fide": [], "bona_fide_post": [], "morphs": listed}
-    (out / "manifest.json").write_text(json.dumps({"seed": args.seed, "splits": {"train": split}}, indent=1) + "\n")
+    write_morph_list(out, args.seed, "train", listed)
     print(f"wrote {len(listed)} self-morphs ({skipped} skipped) from {len(faces)} training photos to {out}")
 
 

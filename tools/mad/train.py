@@ -299,7 +299,7 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
     ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate faces --crops)")
     ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
-    ap.add_argument("--extra-set", help="more training morphs: crossgen.py --split train's output folder (manifest.json)")
+    ap.add_argument("--extra-set", help="more training morphs: crossgen.py --split train's or selfmorph.py's output folder (manifest.json)")
     ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET/morph)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
