@@ -99,8 +99,7 @@ pub fn verify(manifest: &Manifest, role: &str, path: &Path, pinned: &str) -> Res
     let got = sha256_file(path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let entry = manifest.entry(name);
-    let want = pinned_sha256(manifest, path, pinned).unwrap_or_default();
-    if !want.is_empty() && !want.eq_ignore_ascii_case(&got) {
+    if let Some(want) = pinned_sha256(manifest, path, pinned).filter(|w| !w.eq_ignore_ascii_case(&got)) {
         return Err(ModelError::File {
             path: path.to_path_buf(),
             reason: format!("sha256 {got} differs from the pinned {want}; delete it and run `python3 models/fetch.py`"),

@@ -195,17 +195,18 @@ fn a_mad_model_reading_embeddings_is_refused_next_to_another_recognizer() {
         p.config().mad.file.to_string_lossy().contains("v3"),
         "the default MAD model reads embeddings"
     );
-    // The same files under other names, so that the manifest no longer pins the recognizer.
+    // The same files, the recognizer and MAD model under other names, so that the manifest
+    // no longer pins the recognizer.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = p.config().clone();
     for (from, to) in [
-        (cfg.recognizer.file.clone(), "other-recognizer.onnx"),
-        (cfg.mad.file.clone(), "mad.onnx"),
+        (&cfg.recognizer.file, "other-recognizer.onnx".as_ref()),
+        (&cfg.mad.file, "mad.onnx".as_ref()),
+        (&cfg.detector.file, cfg.detector.file.as_path()),
+        (&cfg.quality.file, cfg.quality.file.as_path()),
+        (&cfg.pad.file, cfg.pad.file.as_path()),
     ] {
-        std::os::unix::fs::symlink(root().join("files").join(&from), dir.path().join(to)).unwrap_or_else(|e| panic!("{e}"));
-    }
-    for f in [cfg.detector.file.clone(), cfg.quality.file.clone(), cfg.pad.file.clone()] {
-        std::os::unix::fs::symlink(root().join("files").join(&f), dir.path().join(&f)).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(root().join("files").join(from), dir.path().join(to)).unwrap_or_else(|e| panic!("{e}"));
     }
     cfg.models_dir = dir.path().to_path_buf();
     cfg.recognizer.file = "other-recognizer.onnx".into();
