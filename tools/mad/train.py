@@ -299,15 +299,15 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
     ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate faces --crops)")
     ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
-    ap.add_argument("--extra-set", help="more training morphs: crossgen.py --split train's or selfmorph.py's output folder (manifest.json)")
-    ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET/morph)")
+    ap.add_argument("--extra-set", help="more training images: crossgen.py --split train's, selfmorph.py's or facemorpher_set.py --split train's output folder (manifest.json)")
+    ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET/morph; on EXTRA_SET itself for facemorpher_set.py's)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
     return ap
 
 
 def extra_items(args):
-    """The extra set's training morphs (none without --extra-set)."""
+    """The extra set's training morphs and bona fide copies (none without --extra-set)."""
     if not args.extra_set:
         return []
     extra = json.loads((Path(args.extra_set) / "manifest.json").read_text())
