@@ -88,17 +88,16 @@ def main() -> None:
             link = bona / source.name
             if not link.exists():
                 link.symlink_to(source.resolve())
-    made, listed, bona_post, no_points, cache = {k: 0 for k in KINDS}, [], [], set(), {}
+    made, listed, bona_post, no_points, found = {k: 0 for k in KINDS}, [], [], set(), {}
     for i, m in enumerate(manifest["splits"][args.split]["morphs"][: args.pairs]):
-        photos = []
-        for name in (m["a"], m["b"]):
-            if name not in cache:
-                img = cv2.imread(str(Path(args.images) / name), cv2.IMREAD_COLOR)
-                cache[name] = (img, points(img))
-            photos.append(cache[name])
-        (a, pa), (b, pb) = photos
+        a, b = (cv2.imread(str(Path(args.images) / name), cv2.IMREAD_COLOR) for name in (m["a"], m["b"]))
+        # Photos recur across pairs; Stasm is the slow part, so its points are kept.
+        for name, img in ((m["a"], a), (m["b"], b)):
+            if name not in found:
+                found[name] = points(img)
+        pa, pb = found[m["a"]], found[m["b"]]
         if pa is None or pb is None:
-            no_points.update(n for n, (_, p) in zip((m["a"], m["b"]), photos) if p is None)
+            no_points.update(n for n in (m["a"], m["b"]) if found[n] is None)
             continue
         aligned, images = facemorph(a, pa, b, pb, 1.0 - m["alpha"])
         if args.split == "val":
