@@ -396,7 +396,8 @@ def main() -> None:
         "val_by_source": by_source(bona_v, pv, yv, srcv, threshold),
     }
     if args.extra_set:
-        report["extra_set"] = {"folder": Path(args.extra_set).name, "morphs": len(extra)}
+        labels = [i[1] for i in extra]
+        report["extra_set"] = {"folder": Path(args.extra_set).name, "morphs": labels.count(1), "bona_fide": labels.count(0)}
     print(json.dumps(report, indent=1))
 
     doc = f"facegate MAD: residual-energy maps + CNN on the {SIZE}x{SIZE} MAD crop, RGB 0..1 -> morph probability. " \
