@@ -190,8 +190,8 @@ impl Default for PadConfig {
 impl Default for MadConfig {
     fn default() -> Self {
         Self {
-            file: PathBuf::from("facegate-mad-v3.onnx"),
-            threshold: 0.9757,
+            file: PathBuf::from("facegate-mad-v4.onnx"),
+            threshold: 0.9722,
             input_size: 128,
             context: 1.5,
         }

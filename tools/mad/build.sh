@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild facegate's MAD model from the evaluation photos, end to end (about 100 minutes on
+# Rebuild facegate's MAD model from the evaluation photos, end to end (about 2 hours on
 # 2 cores):
 #   tools/mad/build.sh FACES_DIR [WORK_DIR]
 # FACES_DIR is laid out like ../shared/data/faces (lfw/images/<Name>/*.jpg). WORK_DIR
@@ -32,18 +32,35 @@ export FACEGATE__PIPELINE__MAD__FILE=""
     --morphs 8000 --bona-post 16000 --val-morphs 1000 --val-bona-post 1333
 "$bin" faces "$work/set" --out "$work/set.jsonl" --crops "$work/crops/set"
 data=(--set "$work/set" --lfw-crops "$work/crops/lfw" --set-crops "$work/crops/set")
-# Two networks, different residual statistics and seeds; ensemble.py joins them (each on the
-# crop and its mirror image) with a linear model on the recognizer's embeddings (from the
-# `faces` outputs above) and sets the threshold on validation. Without --embeddings and
-# --recognizer the same step makes the image-only v2.
-"$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs --seed 20261126 \
-    --out "$work/member-abs.onnx" --report "$work/member-abs.json"
+
+# Morphs made by another tool, FaceMorpher (PyPI), for the first network: trained on two tools'
+# morphs it does better on a third it never saw (BENCHMARKS.md). Its Stasm landmarker has no
+# Linux wheel and compiles against the system's OpenCV, in a venv of its own.
+fmvenv=.facegate/fmvenv
+if [ ! -x "$fmvenv/bin/python" ] || ! "$fmvenv/bin/python" -c 'import facemorpher, stasm' 2>/dev/null; then
+    [ -d /usr/include/opencv4 ] || { echo "FaceMorpher's Stasm needs OpenCV's headers: apt-get install libopencv-dev" >&2; exit 1; }
+    python3 -m venv "$fmvenv"
+    "$fmvenv/bin/python" -m pip install --quiet --disable-pip-version-check -r tools/mad/requirements.txt setuptools==65.5.0 wheel==0.48.0
+    CFLAGS=-I/usr/include/opencv4 "$fmvenv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --no-build-isolation -r tools/mad/requirements-facemorpher.txt
+fi
+"$fmvenv/bin/python" tools/mad/facemorpher_set.py --set "$work/set" --images "$faces/lfw/images" \
+    --out "$work/fm-train" --split train --pairs 4000
+"$bin" faces "$work/fm-train" --out "$work/fm-train.jsonl" --crops "$work/crops/fm-train"
+
+# Two networks, different residual statistics, training sets and seeds; ensemble.py joins them
+# (each on the crop and its mirror image) with a linear model on the recognizer's embeddings
+# (from the `faces` outputs above) and sets the threshold on validation.
+"$venv/bin/python" tools/mad/train.py "${data[@]}" --extra-set "$work/fm-train" --extra-crops "$work/crops/fm-train" \
+    --moments abs --seed 20261126 --out "$work/member-abs-fm.onnx" --report "$work/member-abs-fm.json"
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs,sq --seed 20261127 \
     --out "$work/member-abs-sq.onnx" --report "$work/member-abs-sq.json"
-"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v3.onnx --report models/mad/report.json \
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v4.onnx --report models/mad/report.json \
     --embeddings "$work/lfw.jsonl" "$work/set.jsonl" --recognizer models/files/w600k_mbf.onnx \
-    "$work/member-abs.onnx" "$work/member-abs-sq.onnx"
-sha256sum models/mad/facegate-mad-v3.onnx
+    "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
+# The image-only v2 (for other recognizers) is the same step without --embeddings and
+# --recognizer on v3's networks: the abs one trained without --extra-set.
+sha256sum models/mad/facegate-mad-v4.onnx
 echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
 echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"
