@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from morph import photo_arguments, post_process, save, write_morph_list
+from morph import link_validation_bona_fide, photo_arguments, post_process, save, write_morph_list
 
 KINDS = ("average", "average-face")
 
@@ -66,12 +66,7 @@ def main() -> None:
             landmarks[r["path"]] = np.array(r["face"]["landmarks"], np.float32)
     out = Path(args.out)
     if args.split == "val":
-        bona = out / "bona_fide"
-        bona.mkdir(parents=True, exist_ok=True)
-        for source in (Path(args.set) / "eval" / "bona_fide").iterdir():
-            link = bona / source.name
-            if not link.exists():
-                link.symlink_to(source.resolve())
+        link_validation_bona_fide(Path(args.set), out)
     made, listed = {k: 0 for k in KINDS}, []
     for i, m in enumerate(manifest["splits"][args.split]["morphs"][: args.pairs]):
         if m["a"] not in landmarks or m["b"] not in landmarks:

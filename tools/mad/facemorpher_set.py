@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from facemorpher import aligner, blender, locator, warper
 
-from morph import post_process, save, write_morph_list
+from morph import link_validation_bona_fide, post_process, save, write_morph_list
 
 KINDS = ("average", "feather")
 # Stasm's detector needs faces larger than LFW's; the points are found at this scale.
@@ -82,12 +82,7 @@ def main() -> None:
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     out = Path(args.out)
     if args.split == "val":
-        bona = out / "bona_fide"
-        bona.mkdir(parents=True, exist_ok=True)
-        for source in (Path(args.set) / "eval" / "bona_fide").iterdir():
-            link = bona / source.name
-            if not link.exists():
-                link.symlink_to(source.resolve())
+        link_validation_bona_fide(Path(args.set), out)
     made, listed, bona_post, no_points, found = {k: 0 for k in KINDS}, [], [], set(), {}
     for i, m in enumerate(manifest["splits"][args.split]["morphs"][: args.pairs]):
         a, b = (cv2.imread(str(Path(args.images) / name), cv2.IMREAD_COLOR) for name in (m["a"], m["b"]))

@@ -201,6 +201,17 @@ def write_morph_list(out: Path, seed: int, split: str, morphs: list, bona_fide_p
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "splits": {split: entry}}, indent=1) + "\n")
 
 
+def link_validation_bona_fide(set_dir: Path, out: Path) -> None:
+    """OUT/bona_fide/<source>: links to this script's validation bona fide folders, so that
+    `facegate eval mad --data OUT` scores another generator's morphs against the same photos."""
+    bona = out / "bona_fide"
+    bona.mkdir(parents=True, exist_ok=True)
+    for source in (set_dir / "eval" / "bona_fide").iterdir():
+        link = bona / source.name
+        if not link.exists():
+            link.symlink_to(source.resolve())
+
+
 def photo_arguments(doc: str) -> argparse.ArgumentParser:
     """The arguments morph.py and crossgen.py share: the photos, what `facegate faces` saw in them, where to write."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
