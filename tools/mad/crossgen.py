@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from morph import link_validation_bona_fide, photo_arguments, post_process, save, write_morph_list
+from morph import link_validation_bona_fide, pair_arguments, photo_arguments, post_process, save, write_morph_list
 
 KINDS = ("average", "average-face")
 
@@ -51,12 +51,7 @@ def face_ellipse(la, w, h):
 
 
 def main() -> None:
-    ap = photo_arguments(__doc__)
-    ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json, eval/)")
-    ap.add_argument("--split", default="val", choices=["train", "val"])
-    ap.add_argument("--pairs", type=int, default=1000, help="the first N pairs of the split")
-    ap.add_argument("--seed", type=int, default=20261126, help="of the post-processing (train)")
-    args = ap.parse_args()
+    args = pair_arguments(photo_arguments(__doc__)).parse_args()
     rng = random.Random(args.seed)
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     landmarks = {}

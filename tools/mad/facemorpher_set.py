@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from facemorpher import aligner, blender, locator, warper
 
-from morph import link_validation_bona_fide, post_process, save, write_morph_list
+from morph import link_validation_bona_fide, pair_arguments, post_process, save, write_morph_list
 
 KINDS = ("average", "feather")
 # Stasm's detector needs faces larger than LFW's; the points are found at this scale.
@@ -70,13 +70,9 @@ def facemorph(a, pa, b, pb, percent):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json, eval/)")
+    ap = pair_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--images", required=True, help="the photos the manifest names")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--split", default="val", choices=["train", "val"])
-    ap.add_argument("--pairs", type=int, default=1000, help="the first N pairs of the split")
-    ap.add_argument("--seed", type=int, default=20261126, help="of the post-processing (train)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())

@@ -201,6 +201,16 @@ def write_morph_list(out: Path, seed: int, split: str, morphs: list, bona_fide_p
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "splits": {split: entry}}, indent=1) + "\n")
 
 
+def pair_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of the scripts that remake this script's pairs another way (crossgen.py,
+    facemorpher_set.py): which set, which split, how many pairs, the post-processing seed."""
+    ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json, eval/)")
+    ap.add_argument("--split", default="val", choices=["train", "val"])
+    ap.add_argument("--pairs", type=int, default=1000, help="the first N pairs of the split")
+    ap.add_argument("--seed", type=int, default=20261126, help="of the post-processing (train)")
+    return ap
+
+
 def link_validation_bona_fide(set_dir: Path, out: Path) -> None:
     """OUT/bona_fide/<source>: links to this script's validation bona fide folders, so that
     `facegate eval mad --data OUT` scores another generator's morphs against the same photos."""
