@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from morph import link_validation_bona_fide, pair_arguments, photo_arguments, post_process, save, write_morph_list
+from morph import finish, link_validation_bona_fide, pair_arguments, photo_arguments, save, write_morph_list
 
 KINDS = ("average", "average-face")
 
@@ -74,9 +74,7 @@ def main() -> None:
         soft = face_ellipse(landmarks[m["a"]], a.shape[1], a.shape[0])
         images = {"average": mixed, "average-face": soft * mixed + (1 - soft) * a.astype(np.float32)}
         for kind, img in images.items():
-            img, quality, post = np.clip(img, 0, 255).astype(np.uint8), 90, "jpeg 90"
-            if args.split == "train":
-                img, quality, post = post_process(img, rng)
+            img, quality, post = finish(np.clip(img, 0, 255).astype(np.uint8), args.split, rng)
             dest = save(img, out / "morph" / kind / f"{i:05d}", quality)
             listed.append({"file": str(dest.relative_to(out / "morph")), "a": m["a"], "b": m["b"], "alpha": m["alpha"], "variant": kind, "post": post})
             made[kind] += 1

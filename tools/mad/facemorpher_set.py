@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from facemorpher import aligner, blender, locator, warper
 
-from morph import link_validation_bona_fide, pair_arguments, post_process, save, write_morph_list
+from morph import finish, link_validation_bona_fide, pair_arguments, save, write_morph_list
 
 KINDS = ("average", "feather")
 # Stasm's detector needs faces larger than LFW's; the points are found at this scale.
@@ -91,16 +91,14 @@ def main() -> None:
             no_points.update(n for n in (m["a"], m["b"]) if found[n] is None)
             continue
         aligned, images = facemorph(a, pa, b, pb, 1.0 - m["alpha"])
+        img, quality, post = finish(aligned, args.split, rng)
         if args.split == "val":
-            save(aligned, out / "bona_fide" / "aligned" / f"{i:05d}", 90)
+            save(img, out / "bona_fide" / "aligned" / f"{i:05d}", quality)
         else:
-            img, quality, post = post_process(aligned, rng)
             dest = save(img, out / "bona_fide_post" / "aligned" / f"{i:05d}", quality)
             bona_post.append({"file": str(dest.relative_to(out)), "source": m["a"], "post": post})
         for kind, img in images.items():
-            quality, post = 90, "jpeg 90"
-            if args.split == "train":
-                img, quality, post = post_process(img, rng)
+            img, quality, post = finish(img, args.split, rng)
             dest = save(img, out / "morph" / kind / f"{i:05d}", quality)
             listed.append({"file": str(dest.relative_to(out)), "a": m["a"], "b": m["b"], "alpha": m["alpha"], "variant": f"fm-{kind}", "post": post})
             made[kind] += 1

@@ -201,6 +201,14 @@ def write_morph_list(out: Path, seed: int, split: str, morphs: list, bona_fide_p
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "splits": {split: entry}}, indent=1) + "\n")
 
 
+def finish(img: np.ndarray, split: str, rng: random.Random):
+    """A remade morph (or bona fide copy) as written: for validation as a tool leaves it, JPEG
+    quality 90; for training through post_process, like this script's own. (image, quality, description)"""
+    if split == "train":
+        return post_process(img, rng)
+    return img, 90, "jpeg 90"
+
+
 def pair_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments of the scripts that remake this script's pairs another way (crossgen.py,
     facemorpher_set.py): which set, which split, how many pairs, the post-processing seed."""
