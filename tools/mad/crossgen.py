@@ -76,7 +76,7 @@ def main() -> None:
         for kind, img in images.items():
             img, quality, post = finish(np.clip(img, 0, 255).astype(np.uint8), args.split, rng)
             dest = save(img, out / "morph" / kind / f"{i:05d}", quality)
-            listed.append({"file": str(dest.relative_to(out / "morph")), "a": m["a"], "b": m["b"], "alpha": m["alpha"], "variant": kind, "post": post})
+            listed.append({"file": str(dest.relative_to(out)), "a": m["a"], "b": m["b"], "alpha": m["alpha"], "variant": kind, "post": post})
             made[kind] += 1
     write_morph_list(out, args.seed, args.split, listed)
     print(f"wrote {made} to {out}/morph and {out}/manifest.json")

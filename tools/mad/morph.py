@@ -196,7 +196,8 @@ def save(img: np.ndarray, dest: Path, quality) -> Path:
 def write_morph_list(out: Path, seed: int, split: str, morphs: list, bona_fide_post: list = ()) -> None:
     """OUT/manifest.json of a folder of extra morphs (crossgen.py, selfmorph.py, facemorpher_set.py):
     this script's manifest layout with only one split's `morphs` (and bona fide copies, if any),
-    as `train.py --extra-set` reads it."""
+    as `train.py --extra-set OUT --extra-crops C` reads it. Every `file` is relative to OUT, so
+    `facegate faces OUT --crops C` makes the crops, whatever the folders inside."""
     entry = {"bona_fide": [], "bona_fide_post": list(bona_fide_post), "morphs": morphs}
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "splits": {split: entry}}, indent=1) + "\n")
 

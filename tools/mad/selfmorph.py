@@ -21,7 +21,7 @@ resampling of a warp, not the blend.
 
 Only training-split photos are used (morph.py's manifest), so validation people stay unseen.
 Writes OUT/morph/<variant>/NNNNN.(jpg|png) and OUT/manifest.json in crossgen.py's layout, for
-`facegate faces OUT/morph --crops CROPS` and `train.py --extra-set OUT --extra-crops CROPS`.
+`facegate faces OUT --crops CROPS` and `train.py --extra-set OUT --extra-crops CROPS`.
 
 Usage: selfmorph.py --set SET --faces lfw.jsonl --images lfw/images --landmarks fr_landmark.onnx --out DIR [--count 8000]
 """
@@ -96,7 +96,7 @@ def main() -> None:
             continue
         img, quality, post = post_process(img, rng)
         dest = save(img, out / "morph" / variant / f"{k:05d}", quality)
-        listed.append({"file": str(dest.relative_to(out / "morph")), "a": r["path"], "b": r["path"], "alpha": round(alpha, 4),
+        listed.append({"file": str(dest.relative_to(out)), "a": r["path"], "b": r["path"], "alpha": round(alpha, 4),
                        "variant": f"self-{variant}", "post": post})
     write_morph_list(out, args.seed, "train", listed)
     print(f"wrote {len(listed)} self-morphs ({skipped} skipped) from {len(faces)} training photos to {out}")

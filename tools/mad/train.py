@@ -300,7 +300,7 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate faces --crops)")
     ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
     ap.add_argument("--extra-set", help="more training images: crossgen.py --split train's, selfmorph.py's or facemorpher_set.py --split train's output folder (manifest.json)")
-    ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET/morph; on EXTRA_SET itself for facemorpher_set.py's)")
+    ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
     return ap
