@@ -9,14 +9,21 @@
 //! pasted back into one source's photo, and the contrast between the blended face and the
 //! untouched hair, ears and background around it is one of its tell-tale traces. A model
 //! may also read the recognizer's embedding of the face (a second input, `embedding`): a
-//! blend of two identities lands where bona fide embeddings rarely do. Such a model names
-//! the recognizer it was trained with (its sha256, in the ONNX metadata), and is refused
-//! next to any other: another recognizer's embedding space means nothing to it.
+//! blend of two identities lands where bona fide embeddings rarely do. It may also read
+//! the recognizer's inner feature maps (inputs named `recognizer:NODE`): the activations
+//! of node NODE when the recognizer runs on the centre of the MAD crop (its own input
+//! size and normalisation). The service exposes those nodes on the recognizer file it
+//! already has (onnx_outputs.rs); facegate's model files never contain its weights. A
+//! model that reads either names the recognizer it was trained with (its sha256, in the
+//! ONNX metadata), and is refused next to any other: another recognizer's embeddings and
+//! feature maps mean nothing to it.
+
+use std::path::Path;
 
 use image::RgbImage;
 use ort::{session::Session, value::TensorRef};
 
-use crate::{align, config::MadConfig, detect::Face, runtime, ModelError};
+use crate::{align, config::MadConfig, detect::Face, onnx_outputs, runtime, ModelError};
 
 pub trait MorphDetector: Send {
     /// The length of the recognizer's embedding `morph_score` needs; None when it reads
@@ -27,7 +34,8 @@ pub trait MorphDetector: Send {
     fn morph_score(&mut self, image: &RgbImage, face: &Face, embedding: Option<&[f32]>) -> Result<f32, ModelError>;
 }
 
-/// The ONNX metadata key naming the recognizer whose embeddings a MAD model reads.
+/// The ONNX metadata key naming the recognizer whose embeddings or feature maps a MAD
+/// model reads.
 pub const EMBEDDING_SHA256_KEY: &str = "facegate.embedding_sha256";
 
 /// The detector's input: the face aligned by its 5 landmarks to the recognizer's
@@ -111,70 +119,126 @@ pub struct OnnxMad {
     image_input: String,
     /// The length of the `embedding` input, when the model has one.
     embedding_dim: Option<usize>,
+    /// The recognizer with the nodes the model reads exposed, when it reads any.
+    taps: Option<RecognizerTaps>,
 }
 
-/// The recognizer a MAD model may read embeddings of: the sha256 its file was verified
-/// against (None when not pinned) and its embedding length.
+/// The prefix of a MAD model input filled with a recognizer node's activations.
+pub const TAP_PREFIX: &str = "recognizer:";
+
+/// The recognizer run on the centre of the MAD crop for its inner feature maps.
+struct RecognizerTaps {
+    session: Session,
+    /// The node names, in the order of `session`'s extra outputs and of the MAD inputs.
+    nodes: Vec<String>,
+    input_size: u32,
+    mean: f32,
+    std: f32,
+}
+
+/// The recognizer a MAD model may read embeddings or feature maps of: the sha256 its file
+/// was verified against (None when not pinned), its embedding length, its file, input
+/// size and normalisation.
 #[derive(Debug, Clone, Copy)]
-pub struct EmbeddingSource<'a> {
+pub struct RecognizerSource<'a> {
     pub sha256: Option<&'a str>,
     pub dim: usize,
+    pub path: &'a Path,
+    pub input_size: u32,
+    pub mean: f32,
+    pub std: f32,
 }
 
 impl OnnxMad {
-    /// `recognizer`: the configured recognizer; a model that reads embeddings must name
-    /// that one and take its embedding length.
+    /// `recognizer`: the configured recognizer; a model that reads its embeddings or
+    /// feature maps must name that one and take its embedding length.
     pub fn load(
-        path: &std::path::Path,
+        path: &Path,
         cfg: &MadConfig,
         template: [[f32; 2]; 5],
         template_size: u32,
-        recognizer: EmbeddingSource,
+        recognizer: RecognizerSource,
         intra_threads: usize,
     ) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
         let side = i64::from(cfg.input_size);
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
-        let embedding_dim = embedding_input(&session, path, recognizer)?;
+        let (embedding_dim, nodes) = recognizer_inputs(&session, recognizer)?;
+        if embedding_dim.is_some() || !nodes.is_empty() {
+            check_recognizer(&session, path, recognizer)?;
+        }
+        let taps = if nodes.is_empty() {
+            None
+        } else if recognizer.input_size > cfg.input_size {
+            return Err(ModelError::Config(format!(
+                "mad: the model reads the recognizer's feature maps of the crop's centre {0}x{0}, larger than the crop ({1})",
+                recognizer.input_size, cfg.input_size
+            )));
+        } else {
+            let bytes = std::fs::read(recognizer.path).map_err(|e| ModelError::File {
+                path: recognizer.path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+            let exposed = onnx_outputs::with_outputs(&bytes, &names).map_err(|reason| ModelError::File {
+                path: recognizer.path.to_path_buf(),
+                reason: format!("cannot expose the nodes {names:?} the MAD model reads: {reason}"),
+            })?;
+            Some(RecognizerTaps {
+                session: runtime::session_from_memory(recognizer.path, &exposed, intra_threads)?,
+                nodes,
+                input_size: recognizer.input_size,
+                mean: recognizer.mean,
+                std: recognizer.std,
+            })
+        };
         Ok(Self {
             image_input: session.inputs()[0].name().to_string(),
             session,
             crop: MadCrop::new(&template, template_size, cfg),
             embedding_dim,
+            taps,
         })
     }
 }
 
-/// The embedding input's length, if the model has a second input; refused unless it names
-/// the recognizer (by sha256), that is the configured one, and the lengths agree.
-fn embedding_input(session: &Session, path: &std::path::Path, recognizer: EmbeddingSource) -> Result<Option<usize>, ModelError> {
-    let Some(input) = session.inputs().get(1) else {
-        return Ok(None);
-    };
-    let shape = runtime::input_shape(session, 1);
-    let dim = match shape[..] {
-        [_, dim] if input.name() == "embedding" && dim as usize == recognizer.dim => recognizer.dim,
-        _ => {
-            return Err(ModelError::Shape {
-                model: "mad".into(),
-                reason: format!(
-                    "second input {:?} {shape:?}: expected \"embedding\" [N, {}], the recognizer's length",
-                    input.name(),
-                    recognizer.dim
-                ),
-            })
+/// The inputs after the image: the embedding's length, if the model has an `embedding`
+/// input, and the recognizer nodes it reads (`recognizer:NODE`); anything else is refused.
+fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, Vec<String>), ModelError> {
+    let (mut dim, mut nodes) = (None, Vec::new());
+    for (i, input) in session.inputs().iter().enumerate().skip(1) {
+        let shape = runtime::input_shape(session, i);
+        match (input.name(), &shape[..]) {
+            ("embedding", [_, d]) if *d as usize == recognizer.dim => dim = Some(recognizer.dim),
+            (name, [_, _, _, _]) if name.starts_with(TAP_PREFIX) => nodes.push(name[TAP_PREFIX.len()..].to_string()),
+            (name, _) => {
+                return Err(ModelError::Shape {
+                    model: "mad".into(),
+                    reason: format!(
+                        "input {name:?} {shape:?}: expected \"embedding\" [N, {}], the recognizer's length, \
+                         or \"{TAP_PREFIX}NODE\" [N, C, H, W], a recognizer node's feature maps",
+                        recognizer.dim
+                    ),
+                })
+            }
         }
-    };
+    }
+    Ok((dim, nodes))
+}
+
+/// Refuse a model that reads the recognizer unless it names it (by sha256) and that is the
+/// configured one.
+fn check_recognizer(session: &Session, path: &Path, recognizer: RecognizerSource) -> Result<(), ModelError> {
     let reason = match (session.metadata()?.custom(EMBEDDING_SHA256_KEY), recognizer.sha256) {
-        (Some(want), Some(have)) if want.eq_ignore_ascii_case(have) => return Ok(Some(dim)),
+        (Some(want), Some(have)) if want.eq_ignore_ascii_case(have) => return Ok(()),
         (Some(want), Some(have)) => format!(
-            "it reads embeddings of the recognizer with sha256 {want}, not of the configured one ({have}); \
+            "it reads the recognizer with sha256 {want}, not the configured one ({have}); \
              with another recognizer use an image-only MAD model (facegate-mad-v2.onnx)"
         ),
-        (Some(_), None) => "it reads the recognizer's embedding, and the configured recognizer is not pinned \
+        (Some(_), None) => "it reads the recognizer, and the configured recognizer is not pinned \
                             (pipeline.recognizer.sha256)"
             .into(),
-        (None, _) => format!("it reads an embedding but does not name its recognizer ({EMBEDDING_SHA256_KEY})"),
+        (None, _) => format!("it reads the recognizer but does not name it ({EMBEDDING_SHA256_KEY})"),
     };
     Err(ModelError::File {
         path: path.to_path_buf(),
@@ -207,6 +271,13 @@ impl MorphDetector for OnnxMad {
             let view = ndarray::ArrayView2::from_shape((1, dim), e).map_err(|e| ModelError::Runtime(e.to_string()))?;
             inputs.push(("embedding".into(), TensorRef::from_array_view(view)?.into()));
         }
+        let tapped = match &mut self.taps {
+            Some(taps) => taps.run(&crop)?,
+            None => Vec::new(),
+        };
+        for (name, maps) in &tapped {
+            inputs.push((name.as_str().into(), TensorRef::from_array_view(maps.view())?.into()));
+        }
         let outputs = self.session.run(inputs)?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         let score = match out {
@@ -228,6 +299,24 @@ impl MorphDetector for OnnxMad {
                 reason: "non-finite score".into(),
             })
         }
+    }
+}
+
+impl RecognizerTaps {
+    /// The MAD model's inputs (`recognizer:NODE`, feature maps) for the centre
+    /// `input_size` square of the MAD crop.
+    fn run(&mut self, crop: &RgbImage) -> Result<Vec<(String, ndarray::ArrayD<f32>)>, ModelError> {
+        let margin = (crop.width() - self.input_size) / 2;
+        let centre = image::imageops::crop_imm(crop, margin, margin, self.input_size, self.input_size).to_image();
+        let (mean, inv_std) = (self.mean, 1.0 / self.std);
+        let t = runtime::rgb_tensor(&centre, |v| (f32::from(v) - mean) * inv_std);
+        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
+        // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
+        let mut maps = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            maps.push((format!("{TAP_PREFIX}{node}"), outputs[i + 1].try_extract_array::<f32>()?.to_owned()));
+        }
+        Ok(maps)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::{
     config::PipelineConfig,
     decode::{self, DecodeError},
     detect::{Face, FaceDetector, RetinaFace},
-    mad::{EmbeddingSource, MadGate, OnnxMad},
+    mad::{MadGate, OnnxMad, RecognizerSource},
     manifest::{self, Manifest, VerifiedFile},
     pad::{OnnxPad, PresentationAttackDetector},
     quality::{OnnxQuality, QualityAssessor, QualityReport},
@@ -179,9 +179,14 @@ impl Pipeline {
             let rc = &cfg.recognizer;
             // verify_files held the recognizer file to this sha256 before any load.
             let manifest = Manifest::load();
-            let source = EmbeddingSource {
-                sha256: manifest::pinned_sha256(&manifest, &cfg.path(&rc.file), &rc.sha256),
+            let recognizer_path = cfg.path(&rc.file);
+            let source = RecognizerSource {
+                sha256: manifest::pinned_sha256(&manifest, &recognizer_path, &rc.sha256),
                 dim: recognizer.dim(),
+                path: &recognizer_path,
+                input_size: rc.input_size,
+                mean: rc.mean,
+                std: rc.std,
             };
             MadGate::Model(Box::new(OnnxMad::load(
                 &cfg.path(&cfg.mad.file),

@@ -142,7 +142,17 @@ pub fn info() -> Option<RuntimeInfo> {
 /// One session on the CPU provider. Intra-op spinning is off: with it, two threads under
 /// contention ran slower than one (measured 391 vs 222 ms, see MODELS.md).
 pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError> {
-    if !path.is_file() {
+    session_of(path, None, intra_threads)
+}
+
+/// A session of `path` as edited in memory (`model`: its bytes after the edit), e.g. with
+/// inner activations exposed as outputs (onnx_outputs.rs); errors name `path`.
+pub fn session_from_memory(path: &Path, model: &[u8], intra_threads: usize) -> Result<Session, ModelError> {
+    session_of(path, Some(model), intra_threads)
+}
+
+fn session_of(path: &Path, model: Option<&[u8]>, intra_threads: usize) -> Result<Session, ModelError> {
+    if model.is_none() && !path.is_file() {
         return Err(ModelError::File {
             path: path.to_path_buf(),
             reason: "not found; run `python3 models/fetch.py`".into(),
@@ -152,7 +162,7 @@ pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError>
         return Err(ModelError::Runtime("ONNX Runtime is not initialised (runtime::init)".into()));
     };
     if CUDA_ACTIVE.load(Ordering::Acquire) {
-        match build(env, path, intra_threads, true) {
+        match build(env, path, model, intra_threads, true) {
             Ok(s) => return Ok(s),
             Err(e) if CUDA_REQUIRED.load(Ordering::Acquire) => return Err(e),
             Err(e) => {
@@ -162,10 +172,16 @@ pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError>
             }
         }
     }
-    build(env, path, intra_threads, false)
+    build(env, path, model, intra_threads, false)
 }
 
-fn build(env: &ort::environment::Environment, path: &Path, intra_threads: usize, cuda: bool) -> Result<Session, ModelError> {
+fn build(
+    env: &ort::environment::Environment,
+    path: &Path,
+    model: Option<&[u8]>,
+    intra_threads: usize,
+    cuda: bool,
+) -> Result<Session, ModelError> {
     let file_err = |e: ort::Error| ModelError::File {
         path: path.to_path_buf(),
         reason: format!("ONNX Runtime cannot load it: {e}"),
@@ -183,7 +199,10 @@ fn build(env: &ort::environment::Environment, path: &Path, intra_threads: usize,
             .register(&mut builder)
             .map_err(|e| ModelError::Runtime(format!("CUDA provider: {e}")))?;
     }
-    builder.commit_from_file(path).map_err(file_err)
+    match model {
+        Some(bytes) => builder.commit_from_memory(bytes).map_err(file_err),
+        None => builder.commit_from_file(path).map_err(file_err),
+    }
 }
 
 /// The declared shape of a session's `index`th input (-1 for a free dimension); empty

@@ -37,14 +37,19 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 
 from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, extra_items, load_crop, summary, threshold_at_bpcer
+from train_maps import RecognizerTaps
 
-# Fusion weights tried for the embedding's logit, relative to the networks' logit spread.
+# Fusion weights tried for the embedding's logit, relative to the networks' logit spread,
+# and for the recognizer-maps network's (alone as good as the image networks together).
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
+MAPS_WEIGHTS = [round(0.1 * i, 1) for i in range(21)]
 
 
-def join(members, doc, head=None):
+def join(members, doc, head=None, maps=None):
     """The members' mean logit over both views; with `head` = (weights [dim, 1], bias [1]),
-    plus the logit of that linear model on a second input, `embedding`."""
+    plus the logit of that linear model on a second input, `embedding`; with `maps` =
+    (train_maps.py's model, weight), plus its logit times the weight, its inputs
+    (`recognizer:NODE`) becoming the joined model's."""
     nodes, inits = [], []
     # The mirror image: the crop read right to left.
     for name, value in (("flip_start", [-1]), ("flip_end", [-(2**62)]), ("flip_axis", [3]), ("flip_step", [-1])):
@@ -63,16 +68,33 @@ def join(members, doc, head=None):
     nodes.append(helper.make_node("Sum", logits, ["logit_sum"]))
     inits.append(numpy_helper.from_array(np.array([1.0 / len(logits)], np.float32), "views"))
     inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])]
-    if head is None:
+    if head is None and maps is None:
         nodes.append(helper.make_node("Mul", ["logit_sum", "views"], ["logit"]))
-    else:
+    parts = ["image_logit"]
+    if head is not None:
         w, b = head
         inputs.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", w.shape[0]]))
         inits.append(numpy_helper.from_array(np.asarray(w, np.float32), "head_w"))
         inits.append(numpy_helper.from_array(np.asarray(b, np.float32), "head_b"))
         nodes.append(helper.make_node("Gemm", ["embedding", "head_w", "head_b"], ["embedding_logit"]))
+        parts.append("embedding_logit")
+    if len(parts) > 1 or maps is not None:
         nodes.append(helper.make_node("Mul", ["logit_sum", "views"], ["image_logit"]))
-        nodes.append(helper.make_node("Add", ["image_logit", "embedding_logit"], ["logit"]))
+    if maps is not None:
+        member, weight = maps
+        m = onnx.compose.add_prefix(member, "maps_")
+        inits += list(m.graph.initializer)
+        own = {f"maps_{i.name}": i.name for i in member.graph.input}  # the inputs keep their names
+        for n in m.graph.node:
+            n.input[:] = [own.get(x, x) for x in n.input]
+        nodes += [n for n in m.graph.node if n.output[0] != "maps_morph"]
+        inputs += list(member.graph.input)
+        inits.append(numpy_helper.from_array(np.array([weight], np.float32), "maps_weight"))
+        nodes.append(helper.make_node("Mul", ["maps_logit", "maps_weight"], ["maps_weighted"]))
+        parts.append("maps_weighted")
+    if len(parts) > 1:
+        # Add for two parts, as v3 and v4 were built.
+        nodes.append(helper.make_node("Add" if len(parts) == 2 else "Sum", parts, ["logit"]))
     nodes.append(helper.make_node("Sigmoid", ["logit"], ["morph"]))
     graph = helper.make_graph(nodes, "facegate_mad", inputs, [helper.make_tensor_value_info("morph", TensorProto.FLOAT, ["N", 1])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="facegate tools/mad/ensemble.py")
@@ -90,12 +112,17 @@ def with_logit(model):
     return m
 
 
-def run(session, images, output="morph", embeddings=None, batch=256):
+def run(session, images, output="morph", embeddings=None, batch=256, taps=None, paths=None):
+    """`taps` (a RecognizerTaps) and the crops' `paths`: feed the recognizer's maps too."""
     def feed(i):
         inputs = {"image": images[i : i + batch]}
         if embeddings is not None:
             inputs["embedding"] = embeddings[i : i + batch]
-        return inputs
+        if taps is not None:
+            inputs.update(taps.feed(paths[i : i + batch]))
+        return {k: v for k, v in inputs.items() if k in wanted}
+
+    wanted = {i.name for i in session.get_inputs()}
 
     return np.concatenate([session.run([output], feed(i))[0][:, 0] for i in range(0, len(images), batch)])
 
@@ -119,41 +146,49 @@ def fit_head(train_x, train_y, logits, val_x, labels, persons):
     """The embedding model, scaled by its weight, as (weights [dim, 1], bias [1]); and the
     report's part."""
     reg = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(train_x, train_y)
-    raw = reg.decision_function(val_x)
-    unit = logits.std() / raw.std()  # weight 1 = the same spread as the networks' logit
+    scale, part = fusion_weight(logits, reg.decision_function(val_x), labels, persons, WEIGHTS)
+    part = {
+        "model": "logistic regression (C 0.1, balanced classes) on the L2-normalised embedding of the training split",
+        "train": {"bona_fide": int((train_y == 0).sum()), "morphs": int((train_y == 1).sum())},
+    } | part
+    return (reg.coef_.T * scale, reg.intercept_ * scale), part
+
+
+def fusion_weight(logits, raw, labels, persons, grid):
+    """The factor on `raw` (another model's validation logits) that, added to `logits`,
+    gives the lowest validation D-EER, the weight read off `grid` in units of the spread
+    of `logits`; and the report's part, with a cross-fitted figure: the weight chosen on
+    one half of the validation people, measured on the other."""
+    unit = logits.std() / raw.std()  # weight 1 = the same spread as `logits`
 
     def deer(sel, w):
         fused = logits + w * unit * raw
         return d_eer(fused[sel & (labels == 0)], fused[sel & (labels == 1)])
 
     everyone = np.ones(len(labels), bool)
-    weight = min(WEIGHTS, key=lambda w: deer(everyone, w))
-    # Cross-fitted: the weight chosen on one half of the people, measured on the other.
+    weight = min(grid, key=lambda w: deer(everyone, w))
     half = np.array([int(hashlib.sha256(p.encode()).hexdigest(), 16) % 2 for p in persons])
     cross = []
     for h in (0, 1):
-        w = min(WEIGHTS, key=lambda w: deer(half != h, w))
-        cross.append({"weight": w, "d_eer": round(100 * deer(half == h, w), 2), "d_eer_image_only": round(100 * deer(half == h, 0.0), 2)})
-    part = {
-        "model": "logistic regression (C 0.1, balanced classes) on the L2-normalised embedding of the training split",
-        "train": {"bona_fide": int((train_y == 0).sum()), "morphs": int((train_y == 1).sum())},
+        w = min(grid, key=lambda w: deer(half != h, w))
+        cross.append({"weight": w, "d_eer": round(100 * deer(half == h, w), 2), "d_eer_without": round(100 * deer(half == h, 0.0), 2)})
+    return weight * unit, {
         "d_eer_alone": round(100 * d_eer(raw[labels == 0], raw[labels == 1]), 2),
         "weight": weight,
-        "d_eer_by_weight": {str(w): round(100 * deer(everyone, w), 2) for w in WEIGHTS},
+        "d_eer_by_weight": {str(w): round(100 * deer(everyone, w), 2) for w in grid},
         "cross_fitted_halves": cross,
     }
-    scale = weight * unit
-    return (reg.coef_.T * scale, reg.intercept_ * scale), part
 
 
 def main() -> None:
     ap = data_arguments(__doc__)
     ap.add_argument("--embeddings", nargs="+", metavar="JSONL", help="`facegate faces` outputs of the photos, of the set and (with --extra-set) of the extra set's morphs: add the embedding model")
     ap.add_argument("--recognizer", help="the recognizer ONNX file that made those embeddings (its sha256 goes into the model)")
+    ap.add_argument("--maps", help="a train_maps.py output (on the recognizer's feature maps; needs --recognizer): add it, weighted")
     ap.add_argument("members", nargs="+", help="train.py outputs, with their reports next to them (same name, .json)")
     args = ap.parse_args()
-    if bool(args.embeddings) != bool(args.recognizer):
-        raise SystemExit("--embeddings and --recognizer go together")
+    if bool(args.embeddings or args.maps) != bool(args.recognizer):
+        raise SystemExit("--recognizer goes with --embeddings or --maps")
     roots = [Path(args.lfw_crops), Path(args.set_crops)] + ([Path(args.extra_crops)] if args.extra_set else [])
     if args.embeddings and len(args.embeddings) != len(roots):
         raise SystemExit(f"--embeddings needs {len(roots)} `facegate faces` outputs, one per crop folder: {', '.join(map(str, roots))}")
@@ -178,8 +213,26 @@ def main() -> None:
         head, head_report = fit_head(train_x, np.array([i[1] for i in train_items]), image_logits, embeddings, labels, [i[3] for i in items])
         head_report["recognizer_sha256"] = hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest()
         model = join(members, "", head)
+
+    maps, maps_report, taps, paths = None, None, None, [i[0] for i in items]
+    if args.maps:
+        taps = RecognizerTaps(Path(args.recognizer))
+        maps_model = onnx.load(args.maps)
+        named = {p.key: p.value for p in maps_model.metadata_props}.get("facegate.embedding_sha256")
+        if named != taps.sha256:
+            raise SystemExit(f"{args.maps} was trained on the recognizer {named}, not on {args.recognizer} ({taps.sha256})")
+        s = ort.InferenceSession(with_logit(maps_model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        maps_logits = run(s, images, "logit", taps=taps, paths=paths)
+        so_far = image_logits + ((embeddings @ head[0] + head[1])[:, 0] if head else 0)
+        weight, maps_report = fusion_weight(so_far, maps_logits, labels, [i[3] for i in items], MAPS_WEIGHTS)
+        maps_report = {"member": json.loads(Path(args.maps).with_suffix(".json").read_text()) | {"file": Path(args.maps).name}} | maps_report
+        maps = (maps_model, weight)
+        model = join(members, "", head, maps)
+    if head or maps:
         session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    scores = run(session, images, embeddings=embeddings) if head else 1 / (1 + np.exp(-image_logits))
+        scores = run(session, images, embeddings=embeddings, taps=taps, paths=paths)
+    else:
+        scores = 1 / (1 + np.exp(-image_logits))
 
     # The joined graph against the members run one by one, on every 50th crop, compared
     # as logits (a probability saturates at 1.0 in float32 and would hide a difference).
@@ -191,8 +244,10 @@ def main() -> None:
     want = np.mean(views, axis=0)
     if head:
         want = want + (embeddings[::50] @ head[0] + head[1])[:, 0]
+    if maps:
+        want = want + maps_logits[::50] * maps[1]
     joined = ort.InferenceSession(with_logit(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50])).max()
+    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], taps=taps, paths=paths[::50])).max()
     if not err <= 1e-3:
         raise SystemExit(f"joined graph disagrees with its members by {err} in logit")
 
@@ -209,15 +264,18 @@ def main() -> None:
         member["file"] = Path(path).name
     if head:
         report["embedding"] = head_report
+    if maps:
+        report["recognizer_maps"] = maps_report
     print(json.dumps({k: v for k, v in report.items() if k != "members"}, indent=1))
     model.doc_string = (
         f"facegate MAD: {len(members)} residual-energy-map CNNs (tools/mad/train.py), each on the {SIZE}x{SIZE} MAD crop "
         f"and its mirror image, mean logit"
         + (", plus a linear model on the recognizer's embedding (input `embedding`)" if head else "")
+        + (", plus a CNN on the recognizer's feature maps of the crop's centre (tools/mad/train_maps.py; inputs `recognizer:NODE`)" if maps else "")
         + f"; RGB 0..1 -> morph probability. Validation threshold at BPCER 1 %: {threshold:.4f}"
     )
-    if head:
-        onnx.helper.set_model_props(model, {"facegate.embedding_sha256": head_report["recognizer_sha256"]})
+    if head or maps:
+        onnx.helper.set_model_props(model, {"facegate.embedding_sha256": hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest()})
     Path(args.out).write_bytes(model.SerializeToString())
     Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")
