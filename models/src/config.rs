@@ -190,8 +190,8 @@ impl Default for PadConfig {
 impl Default for MadConfig {
     fn default() -> Self {
         Self {
-            file: PathBuf::from("facegate-mad-v4.onnx"),
-            threshold: 0.9722,
+            file: PathBuf::from("facegate-mad-v5.onnx"),
+            threshold: 0.99875,
             input_size: 128,
             context: 1.5,
         }

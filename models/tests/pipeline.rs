@@ -189,7 +189,7 @@ fn the_mad_gate_refuses_a_morph_and_passes_the_people_it_was_made_of() {
 }
 
 #[test]
-fn a_mad_model_reading_embeddings_is_refused_next_to_another_recognizer() {
+fn a_mad_model_reading_the_recognizer_is_refused_next_to_another_one() {
     let mut p = pipeline();
     // The same files, the recognizer and MAD model under other names, so that the manifest
     // no longer pins the recognizer.
@@ -208,7 +208,7 @@ fn a_mad_model_reading_embeddings_is_refused_next_to_another_recognizer() {
     cfg.recognizer.file = "other-recognizer.onnx".into();
     cfg.mad.file = "mad.onnx".into();
     let refusal = |cfg: &PipelineConfig| match Pipeline::load(cfg) {
-        Ok(_) => panic!("loaded: the default MAD model reads embeddings, so it must refuse a recognizer it is not pinned to"),
+        Ok(_) => panic!("loaded: the default MAD model reads the recognizer, so it must refuse one it is not pinned to"),
         Err(e) => e.to_string(),
     };
     let unpinned = refusal(&cfg);

@@ -191,14 +191,14 @@ fn report(items: &[Item], scored: &[Scored], threshold: f32) {
         morphs.len()
     );
     println!("  D-EER: {:.2} % at score {eer_t:.4}", eer * 100.0);
-    println!("  APCER at BPCER 1 %: {:.2} % (threshold {t1:.4})", apcer(&morphs, t1));
-    println!("  APCER at BPCER 5 %: {:.2} % (threshold {t5:.4})", apcer(&morphs, t5));
+    println!("  APCER at BPCER 1 %: {:.2} % (threshold {t1:.5})", apcer(&morphs, t1));
+    println!("  APCER at BPCER 5 %: {:.2} % (threshold {t5:.5})", apcer(&morphs, t5));
     println!(
-        "  BPCER at APCER 10 %: {:.2} % (threshold {t10:.4})",
+        "  BPCER at APCER 10 %: {:.2} % (threshold {t10:.5})",
         100.0 * share_at_or_above(&bona, t10)
     );
     println!(
-        "  at the configured threshold {threshold:.4}: BPCER {:.2} %, APCER {:.2} %",
+        "  at the configured threshold {threshold}: BPCER {:.2} %, APCER {:.2} %",
         100.0 * share_at_or_above(&bona, threshold),
         apcer(&morphs, threshold)
     );

@@ -48,19 +48,22 @@ fi
     --out "$work/fm-train" --split train --pairs 4000
 "$bin" faces "$work/fm-train" --out "$work/fm-train.jsonl" --crops "$work/crops/fm-train"
 
-# Two networks, different residual statistics, training sets and seeds; ensemble.py joins them
-# (each on the crop and its mirror image) with a linear model on the recognizer's embeddings
-# (from the `faces` outputs above) and sets the threshold on validation.
+# Two networks, different residual statistics, training sets and seeds, and one on the
+# recognizer's feature maps; ensemble.py joins them (the first two on the crop and its mirror
+# image) with a linear model on the recognizer's embeddings (from the `faces` outputs above)
+# and sets the threshold on validation.
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --extra-set "$work/fm-train" --extra-crops "$work/crops/fm-train" \
     --moments abs --seed 20261126 --out "$work/member-abs-fm.onnx" --report "$work/member-abs-fm.json"
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs,sq --seed 20261127 \
     --out "$work/member-abs-sq.onnx" --report "$work/member-abs-sq.json"
-"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v4.onnx --report models/mad/report.json \
+"$venv/bin/python" tools/mad/train_maps.py "${data[@]}" --recognizer models/files/w600k_mbf.onnx \
+    --out "$work/member-maps.onnx" --report "$work/member-maps.json"
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v5.onnx --report models/mad/report.json \
     --embeddings "$work/lfw.jsonl" "$work/set.jsonl" --recognizer models/files/w600k_mbf.onnx \
-    "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
-# The image-only v2 (for other recognizers) is the same step without --embeddings and
+    --maps "$work/member-maps.onnx" "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
+# The image-only v2 (for other recognizers) is the same step without --embeddings, --maps and
 # --recognizer on v3's networks: the abs one trained without --extra-set.
-sha256sum models/mad/facegate-mad-v4.onnx
+sha256sum models/mad/facegate-mad-v5.onnx
 echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
 echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"
