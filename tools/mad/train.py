@@ -268,6 +268,17 @@ def summary(bona, morph, t):
     }
 
 
+def check_export(path, feed, scores, paths):
+    """The exported model against JAX's validation `scores`, on 40 of `paths` (`feed(i)`:
+    the model's inputs for paths[i]). Training stores its inputs as float16, the exported
+    graph computes in float32: a difference above 0.02 is a bug, not rounding."""
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for i in range(0, len(paths), max(1, len(paths) // 40)):
+        got = sess.run(["morph"], feed(i))[0].item()
+        if abs(got - scores[i]) > 2e-2:
+            raise SystemExit(f"exported model scores {got} where JAX scored {scores[i]} ({paths[i]})")
+
+
 def crop_list(manifest, split, lfw: Path, crops: Path):
     """(crop, label 0 bona fide / 1 morph, source, person: a morph's first one) of one
     split; images in which the service found no face have no crop and are left out, as the
@@ -403,12 +414,7 @@ def main() -> None:
     doc = f"facegate MAD: residual-energy maps + CNN on the {SIZE}x{SIZE} MAD crop, RGB 0..1 -> morph probability. " \
           f"Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
     export(params, stats, norm, moments, args.out, doc)
-    sess = ort.InferenceSession(args.out, providers=["CPUExecutionProvider"])
-    for i in range(0, len(yv), max(1, len(yv) // 40)):
-        got = sess.run(["morph"], {"image": load_crop(pathsv[i])[None]})[0].item()
-        # The maps are stored as float16 for training; the exported graph keeps float32.
-        if abs(got - pv[i]) > 2e-2:
-            raise SystemExit(f"exported model scores {got} where JAX scored {pv[i]} ({pathsv[i]})")
+    check_export(args.out, lambda i: {"image": load_crop(pathsv[i])[None]}, pv, pathsv)
     Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")
 

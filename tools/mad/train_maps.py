@@ -36,7 +36,7 @@ import onnxruntime as ort
 import optax
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, extra_items, summary, threshold_at_bpcer
+from train import OPSET, SIZE, by_source, check_export, crop_list, d_eer, data_arguments, extra_items, summary, threshold_at_bpcer
 
 # (recognizer node, channels, side of its map, how the network brings it to 14x14)
 NODES = [("397", 128, 28, "pool"), ("473", 256, 14, "keep"), ("505", 256, 7, "repeat")]
@@ -241,12 +241,8 @@ def main() -> None:
     doc = f"facegate MAD: a CNN on the recognizer's feature maps of the MAD crop's centre. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
     export(params, stats, args.out, doc, taps.sha256)
     # The exported graph on the full-size maps the service feeds, against JAX on the stored ones.
-    sess = ort.InferenceSession(args.out, providers=["CPUExecutionProvider"])
     paths = [i[0] for i in val_items]
-    for i in range(0, len(paths), max(1, len(paths) // 40)):
-        got = sess.run(["morph"], taps.feed(paths[i : i + 1]))[0].item()
-        if abs(got - pv[i]) > 2e-2:
-            raise SystemExit(f"exported model scores {got} where JAX scored {pv[i]} ({paths[i]})")
+    check_export(args.out, lambda i: taps.feed(paths[i : i + 1]), pv, paths)
     Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")
 
