@@ -184,8 +184,13 @@ impl OnnxMad {
                 path: recognizer.path.to_path_buf(),
                 reason: format!("cannot expose the nodes {names:?} the MAD model reads: {reason}"),
             })?;
+            // A node the recognizer lacks fails here: say so from the MAD model's side.
+            let session = runtime::session_from_memory(recognizer.path, &exposed, intra_threads).map_err(|e| ModelError::File {
+                path: path.to_path_buf(),
+                reason: format!("it reads the recognizer's nodes {names:?}, which the configured recognizer cannot expose: {e}"),
+            })?;
             Some(RecognizerTaps {
-                session: runtime::session_from_memory(recognizer.path, &exposed, intra_threads)?,
+                session,
                 nodes,
                 input_size: recognizer.input_size,
                 mean: recognizer.mean,

@@ -226,3 +226,27 @@ fn a_mad_model_reading_the_recognizer_is_refused_next_to_another_one() {
     let mut renamed = Pipeline::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(renamed.morph_score(&obama, &face).unwrap_or_else(|e| panic!("{e}")), want);
 }
+
+#[test]
+fn a_mad_model_with_inputs_the_service_cannot_fill_is_refused_by_name() {
+    // Loading the default pipeline first initialises the runtime.
+    let cfg = pipeline().config().clone();
+    let fixtures = root().join("tests/fixtures");
+    for (file, named) in [
+        ("mad-unknown-input.onnx", "\"foo\""),
+        // The recognizer is the right one (its sha256 is in the model), but it has no such node.
+        ("mad-missing-node.onnx", "no_such_node"),
+    ] {
+        let cfg = PipelineConfig {
+            mad: facegate_models::config::MadConfig {
+                file: fixtures.join(file),
+                ..cfg.mad.clone()
+            },
+            ..cfg.clone()
+        };
+        match Pipeline::load(&cfg) {
+            Ok(_) => panic!("{file} loaded: the service cannot fill its extra input"),
+            Err(e) => assert!(e.to_string().contains(named), "{file}: {e}"),
+        }
+    }
+}
