@@ -54,7 +54,9 @@ pub enum Rejection {
     QualityRejected { score: f32, threshold: f32 },
     #[error("presentation attack suspected: bona fide score {score:.3} is below the threshold {threshold:.3}")]
     SpoofDetected { score: f32, threshold: f32 },
-    #[error("morphing attack suspected: morph score {score:.3} is at or above the threshold {threshold:.3}")]
+    // Five digits and the threshold as configured: v5's scores and threshold crowd near 1, where
+    // three digits would show "1.000 is at or above 0.999".
+    #[error("morphing attack suspected: morph score {score:.5} is at or above the threshold {threshold}")]
     MorphDetected { score: f32, threshold: f32 },
 }
 
