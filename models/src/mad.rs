@@ -23,7 +23,12 @@ use std::path::Path;
 use image::RgbImage;
 use ort::{session::Session, value::TensorRef};
 
-use crate::{align, config::MadConfig, detect::Face, onnx_outputs, runtime, ModelError};
+use crate::{
+    align,
+    config::{MadConfig, RecognizerConfig},
+    detect::Face,
+    onnx_outputs, recognize, runtime, ModelError,
+};
 
 pub trait MorphDetector: Send {
     /// The length of the recognizer's embedding `morph_score` needs; None when it reads
@@ -129,24 +134,21 @@ pub const TAP_PREFIX: &str = "recognizer:";
 /// The recognizer run on the centre of the MAD crop for its inner feature maps.
 struct RecognizerTaps {
     session: Session,
-    /// The node names, in the order of `session`'s extra outputs and of the MAD inputs.
-    nodes: Vec<String>,
-    input_size: u32,
-    mean: f32,
-    std: f32,
+    /// The MAD inputs (`recognizer:NODE`), in the order of `session`'s extra outputs.
+    inputs: Vec<String>,
+    /// The recognizer's input size and normalisation.
+    config: RecognizerConfig,
 }
 
 /// The recognizer a MAD model may read embeddings or feature maps of: the sha256 its file
-/// was verified against (None when not pinned), its embedding length, its file, input
-/// size and normalisation.
+/// was verified against (None when not pinned), its embedding length, its file and its
+/// configuration (input size and normalisation).
 #[derive(Debug, Clone, Copy)]
 pub struct RecognizerSource<'a> {
     pub sha256: Option<&'a str>,
     pub dim: usize,
     pub path: &'a Path,
-    pub input_size: u32,
-    pub mean: f32,
-    pub std: f32,
+    pub config: &'a RecognizerConfig,
 }
 
 impl OnnxMad {
@@ -169,10 +171,10 @@ impl OnnxMad {
         }
         let taps = if nodes.is_empty() {
             None
-        } else if recognizer.input_size > cfg.input_size {
+        } else if recognizer.config.input_size > cfg.input_size {
             return Err(ModelError::Config(format!(
                 "mad: the model reads the recognizer's feature maps of the crop's centre {0}x{0}, larger than the crop ({1})",
-                recognizer.input_size, cfg.input_size
+                recognizer.config.input_size, cfg.input_size
             )));
         } else {
             let bytes = std::fs::read(recognizer.path).map_err(|e| ModelError::File {
@@ -191,10 +193,8 @@ impl OnnxMad {
             })?;
             Some(RecognizerTaps {
                 session,
-                nodes,
-                input_size: recognizer.input_size,
-                mean: recognizer.mean,
-                std: recognizer.std,
+                inputs: nodes.iter().map(|n| format!("{TAP_PREFIX}{n}")).collect(),
+                config: recognizer.config.clone(),
             })
         };
         Ok(Self {
@@ -277,11 +277,15 @@ impl MorphDetector for OnnxMad {
             inputs.push(("embedding".into(), TensorRef::from_array_view(view)?.into()));
         }
         let tapped = match &mut self.taps {
-            Some(taps) => taps.run(&crop)?,
-            None => Vec::new(),
+            Some(taps) => Some(taps.run(&crop)?),
+            None => None,
         };
-        for (name, maps) in &tapped {
-            inputs.push((name.as_str().into(), TensorRef::from_array_view(maps.view())?.into()));
+        if let Some((names, maps)) = &tapped {
+            // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
+            for (i, name) in names.iter().enumerate() {
+                let view = maps[i + 1].try_extract_array::<f32>()?;
+                inputs.push((name.as_str().into(), TensorRef::from_array_view(view)?.into()));
+            }
         }
         let outputs = self.session.run(inputs)?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
@@ -308,20 +312,15 @@ impl MorphDetector for OnnxMad {
 }
 
 impl RecognizerTaps {
-    /// The MAD model's inputs (`recognizer:NODE`, feature maps) for the centre
-    /// `input_size` square of the MAD crop.
-    fn run(&mut self, crop: &RgbImage) -> Result<Vec<(String, ndarray::ArrayD<f32>)>, ModelError> {
-        let margin = (crop.width() - self.input_size) / 2;
-        let centre = image::imageops::crop_imm(crop, margin, margin, self.input_size, self.input_size).to_image();
-        let (mean, inv_std) = (self.mean, 1.0 / self.std);
-        let t = runtime::rgb_tensor(&centre, |v| (f32::from(v) - mean) * inv_std);
+    /// The recognizer's outputs for the centre `input_size` square of the MAD crop, with the
+    /// MAD inputs they fill: read in place, not copied.
+    fn run(&mut self, crop: &RgbImage) -> Result<(&[String], ort::session::SessionOutputs<'_>), ModelError> {
+        let side = self.config.input_size;
+        let margin = (crop.width() - side) / 2;
+        let centre = image::imageops::crop_imm(crop, margin, margin, side, side).to_image();
+        let t = recognize::input_tensor(&centre, &self.config);
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
-        // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
-        let mut maps = Vec::with_capacity(self.nodes.len());
-        for (i, node) in self.nodes.iter().enumerate() {
-            maps.push((format!("{TAP_PREFIX}{node}"), outputs[i + 1].try_extract_array::<f32>()?.to_owned()));
-        }
-        Ok(maps)
+        Ok((&self.inputs, outputs))
     }
 }
 

@@ -186,9 +186,7 @@ impl Pipeline {
                 sha256: manifest::pinned_sha256(&manifest, &recognizer_path, &rc.sha256),
                 dim: recognizer.dim(),
                 path: &recognizer_path,
-                input_size: rc.input_size,
-                mean: rc.mean,
-                std: rc.std,
+                config: rc,
             };
             MadGate::Model(Box::new(OnnxMad::load(
                 &cfg.path(&cfg.mad.file),

@@ -52,8 +52,7 @@ impl Recognizer for OnnxRecognizer {
     }
 
     fn embed(&mut self, face: &AlignedFace) -> Result<Vec<f32>, ModelError> {
-        let (mean, inv_std) = (self.cfg.mean, 1.0 / self.cfg.std);
-        let tensor = runtime::rgb_tensor(&face.image, |v| (f32::from(v) - mean) * inv_std);
+        let tensor = input_tensor(&face.image, &self.cfg);
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
         if raw.len() != self.dim {
@@ -67,6 +66,13 @@ impl Recognizer for OnnxRecognizer {
             reason: "zero or non-finite embedding".into(),
         })
     }
+}
+
+/// The recognizer's input for an RGB crop of its input size: (x - mean) / std, NCHW. The
+/// MAD stage feeds it the same way when a MAD model reads its feature maps.
+pub fn input_tensor(image: &image::RgbImage, cfg: &RecognizerConfig) -> ndarray::Array4<f32> {
+    let (mean, inv_std) = (cfg.mean, 1.0 / cfg.std);
+    runtime::rgb_tensor(image, |v| (f32::from(v) - mean) * inv_std)
 }
 
 /// `v / |v|`, or `None` for a zero or non-finite vector (never stored).
