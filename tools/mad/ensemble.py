@@ -196,6 +196,7 @@ def main() -> None:
     args = ap.parse_args()
     if bool(args.embeddings or args.maps) != bool(args.recognizer):
         raise SystemExit("--recognizer goes with --embeddings or --maps")
+    recognizer_sha256 = hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest() if args.recognizer else None
     roots = [Path(args.lfw_crops), Path(args.set_crops)] + ([Path(args.extra_crops)] if args.extra_set else [])
     if args.embeddings and len(args.embeddings) != len(roots):
         raise SystemExit(f"--embeddings needs {len(roots)} `facegate faces` outputs, one per crop folder: {', '.join(map(str, roots))}")
@@ -218,7 +219,7 @@ def main() -> None:
         train_x = embeddings_of(train_items, args.embeddings, roots)
         embeddings = embeddings_of(items, args.embeddings, roots)
         head, head_report = fit_head(train_x, np.array([i[1] for i in train_items]), image_logits, embeddings, labels, [i[3] for i in items])
-        head_report["recognizer_sha256"] = hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest()
+        head_report["recognizer_sha256"] = recognizer_sha256
         model = join(members, "", head)
 
     maps, maps_report, taps, paths = None, None, None, [i[0] for i in items]
@@ -226,8 +227,8 @@ def main() -> None:
         taps = RecognizerTaps(Path(args.recognizer))
         maps_model = onnx.load(args.maps)
         named = {p.key: p.value for p in maps_model.metadata_props}.get("facegate.embedding_sha256")
-        if named != taps.sha256:
-            raise SystemExit(f"{args.maps} was trained on the recognizer {named}, not on {args.recognizer} ({taps.sha256})")
+        if named != recognizer_sha256:
+            raise SystemExit(f"{args.maps} was trained on the recognizer {named}, not on {args.recognizer} ({recognizer_sha256})")
         s = ort.InferenceSession(with_logit(maps_model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         maps_logits = run(s, images, "logit", taps=taps, paths=paths)
         so_far = image_logits + ((embeddings @ head[0] + head[1])[:, 0] if head else 0)
@@ -282,7 +283,7 @@ def main() -> None:
         + f"; RGB 0..1 -> morph probability. Validation threshold at BPCER 1 %: {threshold:.4f}"
     )
     if head or maps:
-        onnx.helper.set_model_props(model, {"facegate.embedding_sha256": hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest()})
+        onnx.helper.set_model_props(model, {"facegate.embedding_sha256": recognizer_sha256})
     Path(args.out).write_bytes(model.SerializeToString())
     Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")

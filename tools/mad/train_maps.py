@@ -36,7 +36,7 @@ import onnxruntime as ort
 import optax
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, SIZE, by_source, check_export, crop_list, d_eer, data_arguments, extra_items, summary, threshold_at_bpcer
+from train import OPSET, SIZE, by_source, channel_stats, check_export, crop_list, d_eer, data_arguments, extra_items, summary, threshold_at_bpcer
 
 # (recognizer node, channels, side of its map, how the network brings it to 14x14)
 NODES = [("397", 128, 28, "pool"), ("473", 256, 14, "keep"), ("505", 256, 7, "repeat")]
@@ -49,7 +49,8 @@ class RecognizerTaps:
     """The recognizer with NODES exposed as outputs, run on the centre of MAD crops."""
 
     def __init__(self, recognizer: Path):
-        model = onnx.load(str(recognizer))
+        data = Path(recognizer).read_bytes()
+        model = onnx.load_from_string(data)
         for name, _, _, _ in NODES:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
         opts = ort.SessionOptions()
@@ -58,7 +59,7 @@ class RecognizerTaps:
         self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.side = self.session.get_inputs()[0].shape[2]
-        self.sha256 = hashlib.sha256(Path(recognizer).read_bytes()).hexdigest()
+        self.sha256 = hashlib.sha256(data).hexdigest()
 
     def centre(self, paths) -> np.ndarray:
         """The recognizer's input: the crops' centre squares, RGB, normalised, NCHW."""
@@ -84,18 +85,6 @@ class RecognizerTaps:
         """The model inputs of these crops, as the service feeds them (full-size maps)."""
         got = self.session.run([n for n, _, _, _ in NODES], {self.input: self.centre(paths)})
         return {TAP + n: a for (n, _, _, _), a in zip(NODES, got)}
-
-
-def channel_stats(maps):
-    stats = {}
-    for name, a in maps.items():
-        s, s2, n = np.zeros(a.shape[1]), np.zeros(a.shape[1]), 0
-        for i in range(0, len(a), 2048):
-            c = a[i : i + 2048].astype(np.float64)
-            s, s2, n = s + c.sum(axis=(0, 2, 3)), s2 + (c * c).sum(axis=(0, 2, 3)), n + c.shape[0] * c.shape[2] * c.shape[3]
-        mean = s / n
-        stats[name] = (mean.astype(np.float32), (np.sqrt(np.maximum(s2 / n - mean * mean, 0)) + 1e-3).astype(np.float32))
-    return stats
 
 
 def init(key):
@@ -190,7 +179,7 @@ def main() -> None:
     print(f"recognizer maps of {len(train_items) + len(val_items)} crops in {time.time() - t0:.0f} s", flush=True)
     y, yv = np.array([i[1] for i in train_items]), np.array([i[1] for i in val_items])
     order_names = [n for n, _, _, _ in NODES]
-    stats = channel_stats(x)
+    stats = {name: channel_stats(a) for name, a in x.items()}
     jstats = {k: (jnp.array(m), jnp.array(s)) for k, (m, s) in stats.items()}
 
     rng = np.random.default_rng(args.seed)
