@@ -1,13 +1,14 @@
-//! `facegate faces DIR --out FILE [--crops DIR]`: what the pipeline sees in every image of
-//! a folder, as JSON lines (face box, 5 landmarks, embedding, gate scores), and the exact
-//! crop the MAD model is given, as PNG. The MAD training tools (`tools/mad/`) build on
+//! `facegate faces DIR --out FILE [--crops DIR] [--aligned DIR]`: what the pipeline sees in
+//! every image of a folder, as JSON lines (face box, 5 landmarks, embedding, gate scores),
+//! and the exact crops the MAD model is given, as PNG: its own wider crop and the face
+//! aligned for the recognizer (whose feature maps it may read). The MAD training tools (`tools/mad/`) build on
 //! this, so the generator pairs people by the service's own recognizer and the classifier
 //! trains on pixels the service will feed it, not on a re-implementation of them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use facegate_models::{decode, mad, Pipeline};
+use facegate_models::{align, decode, mad, Pipeline};
 
 use crate::config::Config;
 use crate::enrol_dir::some_images;
@@ -23,6 +24,10 @@ pub struct Faces {
     /// Write each image's MAD crop here as PNG, at the image's path relative to DIR.
     #[arg(long)]
     pub crops: Option<PathBuf>,
+    /// Write each image's face aligned for the recognizer here as PNG, at the image's path
+    /// relative to DIR.
+    #[arg(long)]
+    pub aligned: Option<PathBuf>,
     /// Worker threads (each with its own sessions); 0 = one per core.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -39,7 +44,7 @@ pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
         )
     });
     let lines = parallel(pcfg, &files, workers_or_cores(args.workers), "faces", |p, path| {
-        describe(p, pcfg, &args.dir, path, crop.as_ref())
+        describe(p, pcfg, &args.dir, path, crop.as_ref(), args.aligned.as_deref())
     })?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?);
     let mut found = 0;
@@ -58,6 +63,7 @@ fn describe(
     root: &Path,
     path: &Path,
     crops: Option<&(&Path, mad::MadCrop)>,
+    aligned_dir: Option<&Path>,
 ) -> serde_json::Value {
     let rel = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
     let fail = |e: String| serde_json::json!({ "path": rel, "error": e });
@@ -74,19 +80,33 @@ fn describe(
         Ok(None) => return serde_json::json!({ "path": rel, "face": null }),
         Err(e) => return fail(e.to_string()),
     };
+    let save = |dir: &Path, img: &image::RgbImage| -> Result<String, String> {
+        let dest = dir.join(&rel).with_extension("png");
+        dest.parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(|e| e.to_string())
+            .and_then(|()| img.save(&dest).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
+        Ok(dest.strip_prefix(dir).unwrap_or(&dest).to_string_lossy().into_owned())
+    };
     let mut crop_path = None;
     if let Some((dir, mad_crop)) = crops {
         if let Some(c) = mad_crop.apply(&image, &m.face) {
-            let dest = dir.join(&rel).with_extension("png");
-            let saved = dest
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .map_err(|e| e.to_string())
-                .and_then(|()| c.save(&dest).map_err(|e| e.to_string()));
-            if let Err(e) = saved {
-                return fail(format!("{}: {e}", dest.display()));
+            match save(dir, &c) {
+                Ok(p) => crop_path = Some(p),
+                Err(e) => return fail(e),
             }
-            crop_path = Some(dest.strip_prefix(dir).unwrap_or(&dest).to_string_lossy().into_owned());
+        }
+    }
+    let mut aligned_path = None;
+    if let Some(dir) = aligned_dir {
+        // The same call the pipeline makes before the recognizer and the MAD stage.
+        let rc = &pcfg.recognizer;
+        if let Some(a) = align::align(&image, &m.face.landmarks, &rc.template, rc.input_size) {
+            match save(dir, &a.image) {
+                Ok(p) => aligned_path = Some(p),
+                Err(e) => return fail(e),
+            }
         }
     }
     serde_json::json!({
@@ -103,5 +123,6 @@ fn describe(
         "quality": m.quality,
         "mad": m.mad,
         "crop": crop_path,
+        "aligned": aligned_path,
     })
 }

@@ -10,10 +10,12 @@
 //! untouched hair, ears and background around it is one of its tell-tale traces. A model
 //! may also read the recognizer's embedding of the face (a second input, `embedding`): a
 //! blend of two identities lands where bona fide embeddings rarely do. It may also read
-//! the recognizer's inner feature maps (inputs named `recognizer:NODE`): the activations
-//! of node NODE when the recognizer runs on the centre of the MAD crop (its own input
-//! size and normalisation). The service exposes those nodes on the recognizer file it
-//! already has (onnx_outputs.rs); facegate's model files never contain its weights. A
+//! the recognizer's inner feature maps: the activations of node NODE when the recognizer
+//! (its own input size and normalisation) runs on the centre of the MAD crop (inputs named
+//! `recognizer:NODE`) or on the face aligned as for the embedding (`recognizer_aligned:NODE`):
+//! two scales of the face, whose errors differ. The service exposes those nodes on the
+//! recognizer file it already has (onnx_outputs.rs); facegate's model files never contain
+//! its weights. A
 //! model that reads either names the recognizer it was trained with (its sha256, in the
 //! ONNX metadata), and is refused next to any other: another recognizer's embeddings and
 //! feature maps mean nothing to it.
@@ -34,9 +36,10 @@ pub trait MorphDetector: Send {
     /// The length of the recognizer's embedding `morph_score` needs; None when it reads
     /// the image only.
     fn embedding_dim(&self) -> Option<usize>;
-    /// Probability that the face is a morph, in [0, 1]. `embedding`: the recognizer's
-    /// embedding of the same face, required when `embedding_dim` is Some.
-    fn morph_score(&mut self, image: &RgbImage, face: &Face, embedding: Option<&[f32]>) -> Result<f32, ModelError>;
+    /// Probability that the face is a morph, in [0, 1]. `aligned`: the face aligned for the
+    /// recognizer; `embedding`: the recognizer's embedding of it, required when
+    /// `embedding_dim` is Some.
+    fn morph_score(&mut self, image: &RgbImage, face: &Face, aligned: &RgbImage, embedding: Option<&[f32]>) -> Result<f32, ModelError>;
 }
 
 /// The ONNX metadata key naming the recognizer whose embeddings or feature maps a MAD
@@ -128,14 +131,51 @@ pub struct OnnxMad {
     taps: Option<RecognizerTaps>,
 }
 
-/// The prefix of a MAD model input filled with a recognizer node's activations.
-pub const TAP_PREFIX: &str = "recognizer:";
+/// The face a MAD input of the recognizer's feature maps is taken on, named by the input's
+/// prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// The centre of the MAD crop, the recognizer's input size: the face smaller than the
+    /// recognizer sees it, with some of its surroundings.
+    CropCentre,
+    /// The face aligned for the recognizer, as for the embedding.
+    Aligned,
+}
 
-/// The recognizer run on the centre of the MAD crop for its inner feature maps.
+impl View {
+    const ALL: [View; 2] = [View::CropCentre, View::Aligned];
+
+    /// The prefix of a MAD model input filled with a recognizer node's activations on this view.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            View::CropCentre => "recognizer:",
+            View::Aligned => "recognizer_aligned:",
+        }
+    }
+
+    /// The view and node a MAD model input names, if it is one of the recognizer's.
+    fn of(input: &str) -> Option<(View, &str)> {
+        View::ALL
+            .into_iter()
+            .find_map(|v| input.strip_prefix(v.prefix()).map(|node| (v, node)))
+    }
+}
+
+/// A MAD model input filled from the recognizer: its name, the recognizer session's output
+/// holding its node, and its view's place in the batch.
+struct Tap {
+    input: String,
+    output: usize,
+    at: usize,
+}
+
+/// The recognizer run on one or both views of the face (a batch) for its inner feature maps.
 struct RecognizerTaps {
     session: Session,
-    /// The MAD inputs (`recognizer:NODE`), in the order of `session`'s extra outputs.
-    inputs: Vec<String>,
+    /// The views in batch order.
+    views: Vec<View>,
+    /// The MAD model's recognizer inputs.
+    inputs: Vec<Tap>,
     /// The recognizer's input size and normalisation.
     config: RecognizerConfig,
 }
@@ -165,24 +205,28 @@ impl OnnxMad {
         let session = runtime::session(path, intra_threads)?;
         let side = i64::from(cfg.input_size);
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
-        let (embedding_dim, nodes) = recognizer_inputs(&session, recognizer)?;
-        if embedding_dim.is_some() || !nodes.is_empty() {
+        let (embedding_dim, taps) = recognizer_inputs(&session, recognizer)?;
+        if embedding_dim.is_some() || !taps.is_empty() {
             check_recognizer(&session, path, recognizer)?;
         }
-        let taps = if nodes.is_empty() {
+        let taps = if taps.is_empty() {
             None
-        } else if recognizer.config.input_size > cfg.input_size {
+        } else if recognizer.config.input_size > cfg.input_size && taps.iter().any(|(v, _, _)| *v == View::CropCentre) {
             return Err(ModelError::Config(format!(
                 "mad: the model reads the recognizer's feature maps of the crop's centre {0}x{0}, larger than the crop ({1})",
                 recognizer.config.input_size, cfg.input_size
             )));
         } else {
+            let mut nodes: Vec<&str> = taps.iter().map(|(_, node, _)| node.as_str()).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            let views: Vec<View> = View::ALL.into_iter().filter(|v| taps.iter().any(|(t, _, _)| t == v)).collect();
             let bytes = std::fs::read(recognizer.path).map_err(|e| ModelError::File {
                 path: recognizer.path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
-            let exposed = onnx_outputs::with_outputs(&bytes, &names).map_err(|reason| ModelError::File {
+            let names = &nodes;
+            let exposed = onnx_outputs::with_outputs(&bytes, names).map_err(|reason| ModelError::File {
                 path: recognizer.path.to_path_buf(),
                 reason: format!("cannot expose the nodes {names:?} the MAD model reads: {reason}"),
             })?;
@@ -191,9 +235,23 @@ impl OnnxMad {
                 path: path.to_path_buf(),
                 reason: format!("it reads the recognizer's nodes {names:?}, which the configured recognizer cannot expose: {e}"),
             })?;
+            // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
+            let inputs = taps
+                .iter()
+                .map(|(view, node, input)| {
+                    let output = 1 + nodes.iter().position(|n| n == node).unwrap_or_default();
+                    let at = views.iter().position(|v| v == view).unwrap_or_default();
+                    Tap {
+                        input: input.clone(),
+                        output,
+                        at,
+                    }
+                })
+                .collect();
             Some(RecognizerTaps {
                 session,
-                inputs: nodes.iter().map(|n| format!("{TAP_PREFIX}{n}")).collect(),
+                views,
+                inputs,
                 config: recognizer.config.clone(),
             })
         };
@@ -208,27 +266,30 @@ impl OnnxMad {
 }
 
 /// The inputs after the image: the embedding's length, if the model has an `embedding`
-/// input, and the recognizer nodes it reads (`recognizer:NODE`); anything else is refused.
-fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, Vec<String>), ModelError> {
-    let (mut dim, mut nodes) = (None, Vec::new());
+/// input, and the recognizer nodes it reads (view, node, input name); anything else is refused.
+#[allow(clippy::type_complexity)]
+fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, Vec<(View, String, String)>), ModelError> {
+    let (mut dim, mut taps) = (None, Vec::new());
     for (i, input) in session.inputs().iter().enumerate().skip(1) {
         let shape = runtime::input_shape(session, i);
-        match (input.name(), &shape[..]) {
-            ("embedding", [_, d]) if *d as usize == recognizer.dim => dim = Some(recognizer.dim),
-            (name, [_, _, _, _]) if name.starts_with(TAP_PREFIX) => nodes.push(name[TAP_PREFIX.len()..].to_string()),
-            (name, _) => {
+        match (input.name(), &shape[..], View::of(input.name())) {
+            ("embedding", [_, d], _) if *d as usize == recognizer.dim => dim = Some(recognizer.dim),
+            (name, [_, _, _, _], Some((view, node))) => taps.push((view, node.to_string(), name.to_string())),
+            (name, _, _) => {
                 return Err(ModelError::Shape {
                     model: "mad".into(),
                     reason: format!(
                         "input {name:?} {shape:?}: expected \"embedding\" [N, {}], the recognizer's length, \
-                         or \"{TAP_PREFIX}NODE\" [N, C, H, W], a recognizer node's feature maps",
-                        recognizer.dim
+                         or \"{}NODE\" / \"{}NODE\" [N, C, H, W], a recognizer node's feature maps",
+                        recognizer.dim,
+                        View::CropCentre.prefix(),
+                        View::Aligned.prefix(),
                     ),
                 })
             }
         }
     }
-    Ok((dim, nodes))
+    Ok((dim, taps))
 }
 
 /// Refuse a model that reads the recognizer unless it names it (by sha256) and that is the
@@ -256,7 +317,7 @@ impl MorphDetector for OnnxMad {
         self.embedding_dim
     }
 
-    fn morph_score(&mut self, image: &RgbImage, face: &Face, embedding: Option<&[f32]>) -> Result<f32, ModelError> {
+    fn morph_score(&mut self, image: &RgbImage, face: &Face, aligned: &RgbImage, embedding: Option<&[f32]>) -> Result<f32, ModelError> {
         let Some(crop) = self.crop.apply(image, face) else {
             return Err(ModelError::Shape {
                 model: "mad".into(),
@@ -277,14 +338,15 @@ impl MorphDetector for OnnxMad {
             inputs.push(("embedding".into(), TensorRef::from_array_view(view)?.into()));
         }
         let tapped = match &mut self.taps {
-            Some(taps) => Some(taps.run(&crop)?),
+            Some(taps) => Some(taps.run(&crop, aligned)?),
             None => None,
         };
-        if let Some((names, maps)) = &tapped {
-            // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
-            for (i, name) in names.iter().enumerate() {
-                let view = maps[i + 1].try_extract_array::<f32>()?;
-                inputs.push((name.as_str().into(), TensorRef::from_array_view(view)?.into()));
+        if let Some((taps, maps)) = &tapped {
+            for tap in taps.iter() {
+                let view = maps[tap.output]
+                    .try_extract_array::<f32>()?
+                    .slice_axis_move(ndarray::Axis(0), (tap.at..tap.at + 1).into());
+                inputs.push((tap.input.as_str().into(), TensorRef::from_array_view(view)?.into()));
             }
         }
         let outputs = self.session.run(inputs)?;
@@ -312,13 +374,26 @@ impl MorphDetector for OnnxMad {
 }
 
 impl RecognizerTaps {
-    /// The recognizer's outputs for the centre `input_size` square of the MAD crop, with the
-    /// MAD inputs they fill: read in place, not copied.
-    fn run(&mut self, crop: &RgbImage) -> Result<(&[String], ort::session::SessionOutputs<'_>), ModelError> {
+    /// The recognizer's outputs for the views of the face (one batch), with the MAD inputs
+    /// they fill: read in place, not copied.
+    fn run(&mut self, crop: &RgbImage, aligned: &RgbImage) -> Result<(&[Tap], ort::session::SessionOutputs<'_>), ModelError> {
         let side = self.config.input_size;
-        let margin = (crop.width() - side) / 2;
-        let centre = image::imageops::crop_imm(crop, margin, margin, side, side).to_image();
-        let t = recognize::input_tensor(&centre, &self.config);
+        let faces: Vec<_> = self
+            .views
+            .iter()
+            .map(|view| match view {
+                View::CropCentre => {
+                    let margin = (crop.width() - side) / 2;
+                    recognize::input_tensor(
+                        &image::imageops::crop_imm(crop, margin, margin, side, side).to_image(),
+                        &self.config,
+                    )
+                }
+                View::Aligned => recognize::input_tensor(aligned, &self.config),
+            })
+            .collect();
+        let views: Vec<_> = faces.iter().map(|f| f.view()).collect();
+        let t = ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| ModelError::Runtime(e.to_string()))?;
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
         Ok((&self.inputs, outputs))
     }
@@ -340,6 +415,14 @@ impl MadGate {
 mod tests {
     use super::*;
     use crate::config::ARCFACE_TEMPLATE;
+
+    #[test]
+    fn a_recognizer_input_names_its_view_and_node() {
+        assert_eq!(View::of("recognizer:397"), Some((View::CropCentre, "397")));
+        assert_eq!(View::of("recognizer_aligned:505"), Some((View::Aligned, "505")));
+        assert_eq!(View::of("embedding"), None);
+        assert_eq!(View::of("recognizer_mirror:505"), None);
+    }
 
     #[test]
     fn the_crop_shows_context_times_the_recognizers_field_of_view() {

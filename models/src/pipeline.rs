@@ -341,7 +341,8 @@ impl Pipeline {
             None if m.embedding_dim().is_some() => Some(self.recognizer.embed(aligned)?),
             _ => None,
         };
-        m.morph_score(image, face, embedding.or(computed.as_deref())).map(Some)
+        m.morph_score(image, face, &aligned.image, embedding.or(computed.as_deref()))
+            .map(Some)
     }
 
     /// Every model on the largest face, gates measured but not applied; None without a face.
@@ -408,7 +409,7 @@ impl Pipeline {
                 if detector.embedding_dim().is_some() {
                     vector = Some(t.time(Stage::Embed, || self.recognizer.embed(&aligned))?);
                 }
-                let score = t.time(Stage::Mad, || detector.morph_score(image, &face, vector.as_deref()))?;
+                let score = t.time(Stage::Mad, || detector.morph_score(image, &face, &aligned.image, vector.as_deref()))?;
                 mad = Some(score);
                 if score >= self.cfg.mad.threshold {
                     return Ok(Err(Rejection::MorphDetected {
