@@ -23,15 +23,16 @@ bin=${CARGO_TARGET_DIR:-target}/release/facegate
 # recipe also works before the first model exists.
 export FACEGATE__PIPELINE__MAD__FILE=""
 
-"$bin" faces "$faces/lfw/images" --out "$work/lfw.jsonl" --crops "$work/crops/lfw"
+"$bin" faces "$faces/lfw/images" --out "$work/lfw.jsonl" --crops "$work/crops/lfw" --aligned "$work/aligned/lfw"
 # 24,000 training morphs and 16,000 post-processed bona fide copies (the 4,172 training photos
 # about four times each, each copy processed anew); validation keeps its own random stream
 # and sizes, 3,000 morphs and 1,333 copies.
 "$venv/bin/python" tools/mad/morph.py --faces "$work/lfw.jsonl" --images "$faces/lfw/images" \
     --landmarks models/files/fr_landmark.onnx --out "$work/set" \
     --morphs 8000 --bona-post 16000 --val-morphs 1000 --val-bona-post 1333
-"$bin" faces "$work/set" --out "$work/set.jsonl" --crops "$work/crops/set"
+"$bin" faces "$work/set" --out "$work/set.jsonl" --crops "$work/crops/set" --aligned "$work/aligned/set"
 data=(--set "$work/set" --lfw-crops "$work/crops/lfw" --set-crops "$work/crops/set")
+aligned=(--lfw-aligned "$work/aligned/lfw" --set-aligned "$work/aligned/set")
 
 # Morphs made by another tool, FaceMorpher (PyPI), for the first network: trained on two tools'
 # morphs it does better on a third it never saw (BENCHMARKS.md). Its Stasm landmarker has no
@@ -48,22 +49,24 @@ fi
     --out "$work/fm-train" --split train --pairs 4000
 "$bin" faces "$work/fm-train" --out "$work/fm-train.jsonl" --crops "$work/crops/fm-train"
 
-# Two networks, different residual statistics, training sets and seeds, and one on the
-# recognizer's feature maps; ensemble.py joins them (the first two on the crop and its mirror
-# image) with a linear model on the recognizer's embeddings (from the `faces` outputs above)
-# and sets the threshold on validation.
+# Two networks, different residual statistics, training sets and seeds, and two on the
+# recognizer's feature maps (of the MAD crop's centre and of the aligned face); ensemble.py
+# joins them (the first two on the crop and its mirror image) with a linear model on the
+# recognizer's embeddings (from the `faces` outputs above) and sets the threshold on validation.
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --extra-set "$work/fm-train" --extra-crops "$work/crops/fm-train" \
     --moments abs --seed 20261126 --out "$work/member-abs-fm.onnx" --report "$work/member-abs-fm.json"
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --moments abs,sq --seed 20261127 \
     --out "$work/member-abs-sq.onnx" --report "$work/member-abs-sq.json"
-"$venv/bin/python" tools/mad/train_maps.py "${data[@]}" --recognizer models/files/w600k_mbf.onnx \
+"$venv/bin/python" tools/mad/train_maps.py "${data[@]}" --view centre --seed 20261127 --recognizer models/files/w600k_mbf.onnx \
     --out "$work/member-maps.onnx" --report "$work/member-maps.json"
-"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" --out models/mad/facegate-mad-v5.onnx --report models/mad/report.json \
+"$venv/bin/python" tools/mad/train_maps.py "${data[@]}" "${aligned[@]}" --view aligned --seed 20261128 \
+    --recognizer models/files/w600k_mbf.onnx --out "$work/member-maps-aligned.onnx" --report "$work/member-maps-aligned.json"
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" "${aligned[@]}" --out models/mad/facegate-mad-v6.onnx --report models/mad/report.json \
     --embeddings "$work/lfw.jsonl" "$work/set.jsonl" --recognizer models/files/w600k_mbf.onnx \
-    --maps "$work/member-maps.onnx" "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
+    --maps "$work/member-maps.onnx" --maps "$work/member-maps-aligned.onnx" "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
 # The image-only v2 (for other recognizers) is the same step without --embeddings, --maps and
 # --recognizer on v3's networks: the abs one trained without --extra-set.
-sha256sum models/mad/facegate-mad-v5.onnx
+sha256sum models/mad/facegate-mad-v6.onnx
 echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
 echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"

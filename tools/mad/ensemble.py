@@ -18,11 +18,13 @@ so the report also gives a cross-fitted figure: weight chosen on one half of the
 validation people, measured on the other. The graph records the recognizer's sha256
 (`facegate.embedding_sha256`): the service refuses to pair it with another recognizer.
 
-With `--maps`, train_maps.py's network joins too: it reads the recognizer's feature maps of the
-crop's centre (inputs `recognizer:NODE`, which become the joined model's), and its logit is added
-with a weight read off validation the same way, on top of the networks and the embedding model
-(cross-fitted in the report as well). Alone it beats the other members together (8.57 % against
-9.44 % validation D-EER); joined, 7.40 %.
+With `--maps`, a train_maps.py network joins too: it reads the recognizer's feature maps of one
+view of the face (inputs `recognizer:NODE` of the MAD crop's centre, or `recognizer_aligned:NODE` of
+the aligned face, for which `--lfw-aligned` and `--set-aligned` give the faces, `facegate faces
+--aligned`; its inputs become the joined model's), and its logit is added with a weight read off
+validation the same way, on top of the networks, the embedding model and the `--maps` before it
+(each cross-fitted in the report as well). Alone each beats the other members together (8.57 and
+8.39 % against 9.44 % validation D-EER); v5 joined the centre one (7.40 %), v6 both.
 
 The joined graph is checked against the members run one by one, then scored on the
 validation crops: the threshold is set there at BPCER 1 %, and the report written with
@@ -30,7 +32,7 @@ the same figures as train.py's.
 
 Usage: ensemble.py --set DIR --lfw-crops DIR --set-crops DIR --out model.onnx --report report.json
        [--extra-set DIR --extra-crops DIR] [--embeddings LFW.jsonl SET.jsonl [EXTRA.jsonl] --recognizer w600k_mbf.onnx]
-       [--maps MAPS.onnx --recognizer w600k_mbf.onnx]
+       [--maps MAPS.onnx --recognizer w600k_mbf.onnx --lfw-aligned DIR --set-aligned DIR]
        MEMBER.onnx...
 """
 import hashlib
@@ -44,7 +46,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 
 from train import OPSET, SIZE, by_source, crop_list, d_eer, data_arguments, extra_items, load_crop, summary, threshold_at_bpcer
-from train_maps import RecognizerTaps
+from train_maps import VIEWS, RecognizerTaps
 
 # Fusion weights tried for the embedding's logit, relative to the networks' logit spread,
 # and for the recognizer-maps network's (alone as good as the image networks together).
@@ -52,11 +54,11 @@ WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
 MAPS_WEIGHTS = [round(0.1 * i, 1) for i in range(21)]
 
 
-def join(members, doc, head=None, maps=None):
+def join(members, doc, head=None, maps=()):
     """The members' mean logit over both views; with `head` = (weights [dim, 1], bias [1]),
     plus the logit of that linear model on a second input, `embedding`; with `maps` =
-    (train_maps.py's model, weight), plus its logit times the weight, its inputs
-    (`recognizer:NODE`) becoming the joined model's."""
+    [(train_maps.py's model, weight)], plus each one's logit times its weight, their inputs
+    (`recognizer:NODE`, `recognizer_aligned:NODE`) becoming the joined model's."""
     nodes, inits = [], []
     # The mirror image: the crop read right to left.
     for name, value in (("flip_start", [-1]), ("flip_end", [-(2**62)]), ("flip_axis", [3]), ("flip_step", [-1])):
@@ -75,7 +77,7 @@ def join(members, doc, head=None, maps=None):
     nodes.append(helper.make_node("Sum", logits, ["logit_sum"]))
     inits.append(numpy_helper.from_array(np.array([1.0 / len(logits)], np.float32), "views"))
     inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])]
-    if head is None and maps is None:
+    if head is None and not maps:
         nodes.append(helper.make_node("Mul", ["logit_sum", "views"], ["logit"]))
     parts = ["image_logit"]
     if head is not None:
@@ -85,20 +87,20 @@ def join(members, doc, head=None, maps=None):
         inits.append(numpy_helper.from_array(np.asarray(b, np.float32), "head_b"))
         nodes.append(helper.make_node("Gemm", ["embedding", "head_w", "head_b"], ["embedding_logit"]))
         parts.append("embedding_logit")
-    if len(parts) > 1 or maps is not None:
+    if len(parts) > 1 or maps:
         nodes.append(helper.make_node("Mul", ["logit_sum", "views"], ["image_logit"]))
-    if maps is not None:
-        member, weight = maps
-        m = onnx.compose.add_prefix(member, "maps_")
+    for k, (member, weight) in enumerate(maps):
+        prefix = "maps_" if k == 0 else f"maps{k + 1}_"  # the first one's names as v5 was built
+        m = onnx.compose.add_prefix(member, prefix)
         inits += list(m.graph.initializer)
-        own = {f"maps_{i.name}": i.name for i in member.graph.input}  # the inputs keep their names
+        own = {f"{prefix}{i.name}": i.name for i in member.graph.input}  # the inputs keep their names
         for n in m.graph.node:
             n.input[:] = [own.get(x, x) for x in n.input]
-        nodes += [n for n in m.graph.node if n.output[0] != "maps_morph"]
+        nodes += [n for n in m.graph.node if n.output[0] != f"{prefix}morph"]
         inputs += list(member.graph.input)
-        inits.append(numpy_helper.from_array(np.array([weight], np.float32), "maps_weight"))
-        nodes.append(helper.make_node("Mul", ["maps_logit", "maps_weight"], ["maps_weighted"]))
-        parts.append("maps_weighted")
+        inits.append(numpy_helper.from_array(np.array([weight], np.float32), f"{prefix}weight"))
+        nodes.append(helper.make_node("Mul", [f"{prefix}logit", f"{prefix}weight"], [f"{prefix}weighted"]))
+        parts.append(f"{prefix}weighted")
     if len(parts) > 1:
         # Add for two parts, as v3 and v4 were built.
         nodes.append(helper.make_node("Add" if len(parts) == 2 else "Sum", parts, ["logit"]))
@@ -119,13 +121,14 @@ def with_logit(model):
     return m
 
 
-def run(session, images, output="morph", embeddings=None, batch=256, taps=None, paths=None):
-    """`taps` (a RecognizerTaps) and the crops' `paths`: feed the recognizer's maps too."""
+def run(session, images, output="morph", embeddings=None, batch=256, feeds=()):
+    """`feeds`: [(a RecognizerTaps, the paths of its view of each face)], to feed the
+    recognizer's maps too."""
     def feed(i):
         inputs = {"image": images[i : i + batch]}
         if embeddings is not None:
             inputs["embedding"] = embeddings[i : i + batch]
-        if taps is not None:
+        for taps, paths in feeds:
             inputs.update(taps.feed(paths[i : i + batch]))
         return {k: v for k, v in inputs.items() if k in wanted}
 
@@ -187,11 +190,25 @@ def fusion_weight(logits, raw, labels, persons, grid):
     }
 
 
+def aligned_paths(crops, roots):
+    """The aligned faces (facegate faces --aligned) of these MAD crops: same relative
+    paths under the aligned folder that goes with each crop folder."""
+    out = []
+    for c in crops:
+        root, aligned = next(((r, a) for r, a in roots if c.is_relative_to(r)), (None, None))
+        if aligned is None:
+            raise SystemExit(f"{c}: --maps needs the aligned faces of its folder (--lfw-aligned, --set-aligned)")
+        out.append(Path(aligned) / c.relative_to(root))
+        if not out[-1].exists():
+            raise SystemExit(f"{out[-1]}: no aligned face for the crop {c}")
+    return out
+
+
 def main() -> None:
     ap = data_arguments(__doc__)
     ap.add_argument("--embeddings", nargs="+", metavar="JSONL", help="`facegate faces` outputs of the photos, of the set and (with --extra-set) of the extra set's morphs: add the embedding model")
     ap.add_argument("--recognizer", help="the recognizer ONNX file that made those embeddings (its sha256 goes into the model)")
-    ap.add_argument("--maps", help="a train_maps.py output (on the recognizer's feature maps; needs --recognizer): add it, weighted")
+    ap.add_argument("--maps", action="append", help="a train_maps.py output (on the recognizer's feature maps; needs --recognizer): add it, weighted; repeatable, each weighted on top of the ones before")
     ap.add_argument("members", nargs="+", help="train.py outputs, with their reports next to them (same name, .json)")
     args = ap.parse_args()
     if bool(args.embeddings or args.maps) != bool(args.recognizer):
@@ -222,23 +239,29 @@ def main() -> None:
         head_report["recognizer_sha256"] = recognizer_sha256
         model = join(members, "", head)
 
-    maps, maps_report, taps, paths = None, None, None, [i[0] for i in items]
-    if args.maps:
-        taps = RecognizerTaps(Path(args.recognizer))
-        maps_model = onnx.load(args.maps)
+    maps, maps_reports, feeds, maps_logits = [], [], [], []
+    so_far = image_logits + ((embeddings @ head[0] + head[1])[:, 0] if head else 0)
+    for path in args.maps or []:
+        maps_model = onnx.load(path)
         named = {p.key: p.value for p in maps_model.metadata_props}.get("facegate.embedding_sha256")
         if named != recognizer_sha256:
-            raise SystemExit(f"{args.maps} was trained on the recognizer {named}, not on {args.recognizer} ({recognizer_sha256})")
+            raise SystemExit(f"{path} was trained on the recognizer {named}, not on {args.recognizer} ({recognizer_sha256})")
+        view = next(v for v, (prefix, _, _) in VIEWS.items() if maps_model.graph.input[0].name.startswith(prefix))
+        faces = [i[0] for i in items]
+        if view == "aligned":
+            faces = aligned_paths(faces, [(lfw, args.lfw_aligned), (crops, args.set_aligned)])
+        feeds.append((RecognizerTaps(Path(args.recognizer), view), faces))
         s = ort.InferenceSession(with_logit(maps_model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        maps_logits = run(s, images, "logit", taps=taps, paths=paths)
-        so_far = image_logits + ((embeddings @ head[0] + head[1])[:, 0] if head else 0)
-        weight, maps_report = fusion_weight(so_far, maps_logits, labels, [i[3] for i in items], MAPS_WEIGHTS)
-        maps_report = {"member": json.loads(Path(args.maps).with_suffix(".json").read_text()) | {"file": Path(args.maps).name}} | maps_report
-        maps = (maps_model, weight)
+        maps_logits.append(run(s, images, "logit", feeds=feeds[-1:]))
+        weight, report = fusion_weight(so_far, maps_logits[-1], labels, [i[3] for i in items], MAPS_WEIGHTS)
+        so_far = so_far + weight * maps_logits[-1]
+        maps_reports.append({"member": json.loads(Path(path).with_suffix(".json").read_text()) | {"file": Path(path).name}} | report)
+        maps.append((maps_model, weight))
+    if maps:
         model = join(members, "", head, maps)
     if head or maps:
         session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        scores = run(session, images, embeddings=embeddings, taps=taps, paths=paths)
+        scores = run(session, images, embeddings=embeddings, feeds=feeds)
     else:
         scores = 1 / (1 + np.exp(-image_logits))
 
@@ -252,10 +275,10 @@ def main() -> None:
     want = np.mean(views, axis=0)
     if head:
         want = want + (embeddings[::50] @ head[0] + head[1])[:, 0]
-    if maps:
-        want = want + maps_logits[::50] * maps[1]
+    for logits, (_, weight) in zip(maps_logits, maps):
+        want = want + logits[::50] * weight
     joined = ort.InferenceSession(with_logit(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], taps=taps, paths=paths[::50])).max()
+    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], feeds=[(taps, paths[::50]) for taps, paths in feeds])).max()
     if not err <= 1e-3:
         raise SystemExit(f"joined graph disagrees with its members by {err} in logit")
 
@@ -273,13 +296,13 @@ def main() -> None:
     if head:
         report["embedding"] = head_report
     if maps:
-        report["recognizer_maps"] = maps_report
+        report["recognizer_maps"] = maps_reports
     print(json.dumps({k: v for k, v in report.items() if k != "members"}, indent=1))
     model.doc_string = (
         f"facegate MAD: {len(members)} residual-energy-map CNNs (tools/mad/train.py), each on the {SIZE}x{SIZE} MAD crop "
         f"and its mirror image, mean logit"
         + (", plus a linear model on the recognizer's embedding (input `embedding`)" if head else "")
-        + (", plus a CNN on the recognizer's feature maps of the crop's centre (tools/mad/train_maps.py; inputs `recognizer:NODE`)" if maps else "")
+        + "".join(f", plus a CNN on the recognizer's feature maps of {VIEWS[taps.view][2]} (tools/mad/train_maps.py; inputs `{taps.prefix}NODE`)" for taps, _ in feeds)
         + f"; RGB 0..1 -> morph probability. Validation threshold at BPCER 1 %: {threshold:.4f}"
     )
     if head or maps:

@@ -312,6 +312,8 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
     ap.add_argument("--extra-set", help="more training images: crossgen.py --split train's, selfmorph.py's or facemorpher_set.py --split train's output folder (manifest.json)")
     ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET)")
+    ap.add_argument("--lfw-aligned", help="the photos' faces aligned for the recognizer (facegate faces --aligned), for train_maps.py and ensemble.py --maps")
+    ap.add_argument("--set-aligned", help="the same of the morph set")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
     return ap
