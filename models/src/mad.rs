@@ -146,7 +146,7 @@ impl View {
     const ALL: [View; 2] = [View::CropCentre, View::Aligned];
 
     /// The prefix of a MAD model input filled with a recognizer node's activations on this view.
-    pub const fn prefix(self) -> &'static str {
+    const fn prefix(self) -> &'static str {
         match self {
             View::CropCentre => "recognizer:",
             View::Aligned => "recognizer_aligned:",
@@ -211,38 +211,38 @@ impl OnnxMad {
         }
         let taps = if taps.is_empty() {
             None
-        } else if recognizer.config.input_size > cfg.input_size && taps.iter().any(|(v, _, _)| *v == View::CropCentre) {
+        } else if recognizer.config.input_size > cfg.input_size && taps.iter().any(|(v, _)| *v == View::CropCentre) {
             return Err(ModelError::Config(format!(
                 "mad: the model reads the recognizer's feature maps of the crop's centre {0}x{0}, larger than the crop ({1})",
                 recognizer.config.input_size, cfg.input_size
             )));
         } else {
-            let mut nodes: Vec<&str> = taps.iter().map(|(_, node, _)| node.as_str()).collect();
+            // Each node is exposed once, whichever views read it.
+            let mut nodes: Vec<&str> = taps.iter().map(|(_, node)| node.as_str()).collect();
             nodes.sort_unstable();
             nodes.dedup();
-            let views: Vec<View> = View::ALL.into_iter().filter(|v| taps.iter().any(|(t, _, _)| t == v)).collect();
+            let views: Vec<View> = View::ALL.into_iter().filter(|v| taps.iter().any(|(t, _)| t == v)).collect();
             let bytes = std::fs::read(recognizer.path).map_err(|e| ModelError::File {
                 path: recognizer.path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            let names = &nodes;
-            let exposed = onnx_outputs::with_outputs(&bytes, names).map_err(|reason| ModelError::File {
+            let exposed = onnx_outputs::with_outputs(&bytes, &nodes).map_err(|reason| ModelError::File {
                 path: recognizer.path.to_path_buf(),
-                reason: format!("cannot expose the nodes {names:?} the MAD model reads: {reason}"),
+                reason: format!("cannot expose the nodes {nodes:?} the MAD model reads: {reason}"),
             })?;
             // A node the recognizer lacks fails here: say so from the MAD model's side.
             let session = runtime::session_from_memory(recognizer.path, &exposed, intra_threads).map_err(|e| ModelError::File {
                 path: path.to_path_buf(),
-                reason: format!("it reads the recognizer's nodes {names:?}, which the configured recognizer cannot expose: {e}"),
+                reason: format!("it reads the recognizer's nodes {nodes:?}, which the configured recognizer cannot expose: {e}"),
             })?;
             // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
             let inputs = taps
                 .iter()
-                .map(|(view, node, input)| {
+                .map(|(view, node)| {
                     let output = 1 + nodes.iter().position(|n| n == node).unwrap_or_default();
                     let at = views.iter().position(|v| v == view).unwrap_or_default();
                     Tap {
-                        input: input.clone(),
+                        input: format!("{}{node}", view.prefix()),
                         output,
                         at,
                     }
@@ -265,16 +265,18 @@ impl OnnxMad {
     }
 }
 
+/// The recognizer nodes a MAD model reads, each with the view it is taken on.
+type NodeReads = Vec<(View, String)>;
+
 /// The inputs after the image: the embedding's length, if the model has an `embedding`
-/// input, and the recognizer nodes it reads (view, node, input name); anything else is refused.
-#[allow(clippy::type_complexity)]
-fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, Vec<(View, String, String)>), ModelError> {
+/// input, and the recognizer nodes it reads; anything else is refused.
+fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, NodeReads), ModelError> {
     let (mut dim, mut taps) = (None, Vec::new());
     for (i, input) in session.inputs().iter().enumerate().skip(1) {
         let shape = runtime::input_shape(session, i);
         match (input.name(), &shape[..], View::of(input.name())) {
             ("embedding", [_, d], _) if *d as usize == recognizer.dim => dim = Some(recognizer.dim),
-            (name, [_, _, _, _], Some((view, node))) => taps.push((view, node.to_string(), name.to_string())),
+            (_, [_, _, _, _], Some((view, node))) => taps.push((view, node.to_string())),
             (name, _, _) => {
                 return Err(ModelError::Shape {
                     model: "mad".into(),
