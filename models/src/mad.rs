@@ -174,6 +174,8 @@ struct RecognizerTaps {
     session: Session,
     /// The views in batch order.
     views: Vec<View>,
+    /// The recognizer's input, one image per view: allocated once, refilled per enrolment.
+    batch: ndarray::Array4<f32>,
     /// The MAD model's recognizer inputs.
     inputs: Vec<Tap>,
     /// The recognizer's input size and normalisation.
@@ -248,8 +250,10 @@ impl OnnxMad {
                     }
                 })
                 .collect();
+            let side = recognizer.config.input_size as usize;
             Some(RecognizerTaps {
                 session,
+                batch: ndarray::Array4::zeros((views.len(), 3, side, side)),
                 views,
                 inputs,
                 config: recognizer.config.clone(),
@@ -379,24 +383,15 @@ impl RecognizerTaps {
     /// The recognizer's outputs for the views of the face (one batch), with the MAD inputs
     /// they fill: read in place, not copied.
     fn run(&mut self, crop: &RgbImage, aligned: &RgbImage) -> Result<(&[Tap], ort::session::SessionOutputs<'_>), ModelError> {
-        let side = self.config.input_size;
-        let faces: Vec<_> = self
-            .views
-            .iter()
-            .map(|view| match view {
-                View::CropCentre => {
-                    let margin = (crop.width() - side) / 2;
-                    recognize::input_tensor(
-                        &image::imageops::crop_imm(crop, margin, margin, side, side).to_image(),
-                        &self.config,
-                    )
-                }
-                View::Aligned => recognize::input_tensor(aligned, &self.config),
-            })
-            .collect();
-        let views: Vec<_> = faces.iter().map(|f| f.view()).collect();
-        let t = ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| ModelError::Runtime(e.to_string()))?;
-        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&t)?])?;
+        // With a CropCentre view the crop is at least the recognizer's size (checked at load).
+        let margin = crop.width().saturating_sub(self.config.input_size) / 2;
+        for (view, slot) in self.views.iter().zip(self.batch.outer_iter_mut()) {
+            match view {
+                View::CropCentre => recognize::write_input(crop, (margin, margin), slot, &self.config),
+                View::Aligned => recognize::write_input(aligned, (0, 0), slot, &self.config),
+            }
+        }
+        let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&self.batch)?])?;
         Ok((&self.inputs, outputs))
     }
 }

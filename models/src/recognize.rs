@@ -75,6 +75,13 @@ pub fn input_tensor(image: &image::RgbImage, cfg: &RecognizerConfig) -> ndarray:
     runtime::rgb_tensor(image, |v| (f32::from(v) - mean) * inv_std)
 }
 
+/// The same into one image of a batch (`out`, [3, size, size]), from the window of `image`
+/// at `origin`.
+pub fn write_input(image: &image::RgbImage, origin: (u32, u32), out: ndarray::ArrayViewMut3<f32>, cfg: &RecognizerConfig) {
+    let (mean, inv_std) = (cfg.mean, 1.0 / cfg.std);
+    runtime::write_rgb(image, origin, out, |v| (f32::from(v) - mean) * inv_std);
+}
+
 /// `v / |v|`, or `None` for a zero or non-finite vector (never stored).
 pub fn l2_normalised(v: &[f32]) -> Option<Vec<f32>> {
     let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();

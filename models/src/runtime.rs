@@ -235,12 +235,23 @@ pub fn expect_input(session: &Session, model: &str, want: &[i64]) -> Result<(), 
 pub fn rgb_tensor(image: &image::RgbImage, f: impl Fn(u8) -> f32) -> ndarray::Array4<f32> {
     let (w, h) = image.dimensions();
     let mut t = ndarray::Array4::<f32>::zeros((1, 3, h as usize, w as usize));
-    for (x, y, p) in image.enumerate_pixels() {
-        for c in 0..3 {
-            t[[0, c, y as usize, x as usize]] = f(p[c]);
+    write_rgb(image, (0, 0), t.index_axis_mut(ndarray::Axis(0), 0), f);
+    t
+}
+
+/// Write the window of `image` at `origin` the size of `out` ([3, H, W]) into `out`, each
+/// channel value through `f`: one image of a batch tensor, from part of a larger image,
+/// without copying either.
+pub fn write_rgb(image: &image::RgbImage, origin: (u32, u32), mut out: ndarray::ArrayViewMut3<f32>, f: impl Fn(u8) -> f32) {
+    let (_, h, w) = out.dim();
+    for y in 0..h {
+        for x in 0..w {
+            let p = image.get_pixel(origin.0 + x as u32, origin.1 + y as u32);
+            for c in 0..3 {
+                out[[c, y, x]] = f(p[c]);
+            }
         }
     }
-    t
 }
 
 #[cfg(test)]
