@@ -11,7 +11,7 @@ pub mod detect;
 mod error;
 pub mod mad;
 pub mod manifest;
-mod onnx_outputs;
+mod onnx_edit;
 pub mod pad;
 pub mod pipeline;
 pub mod quality;

@@ -14,8 +14,10 @@
 //! (its own input size and normalisation) runs on the centre of the MAD crop (inputs named
 //! `recognizer:NODE`) or on the face aligned as for the embedding (`recognizer_aligned:NODE`):
 //! two scales of the face, whose errors differ. The service exposes those nodes on the
-//! recognizer file it already has (onnx_outputs.rs); facegate's model files never contain
-//! its weights. A
+//! recognizer file it already has (onnx_edit.rs); facegate's model files never contain
+//! its weights. A model that fine-tunes a copy of the recognizer's last layers ships only the
+//! difference and names the weights it starts from as inputs (`recognizer_weight:NAME`),
+//! filled from that same file at load. A
 //! model that reads either names the recognizer it was trained with (its sha256, in the
 //! ONNX metadata), and is refused next to any other: another recognizer's embeddings and
 //! feature maps mean nothing to it.
@@ -29,7 +31,7 @@ use crate::{
     align,
     config::{MadConfig, RecognizerConfig},
     detect::Face,
-    onnx_outputs, recognize, runtime, ModelError,
+    onnx_edit, recognize, runtime, ModelError,
 };
 
 pub trait MorphDetector: Send {
@@ -207,10 +209,29 @@ impl OnnxMad {
         let session = runtime::session(path, intra_threads)?;
         let side = i64::from(cfg.input_size);
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
-        let (embedding_dim, taps) = recognizer_inputs(&session, recognizer)?;
-        if embedding_dim.is_some() || !taps.is_empty() {
+        let (embedding_dim, taps, weights) = recognizer_inputs(&session, recognizer)?;
+        if embedding_dim.is_some() || !taps.is_empty() || !weights.is_empty() {
             check_recognizer(&session, path, recognizer)?;
         }
+        let recognizer_file = || {
+            std::fs::read(recognizer.path).map_err(|e| ModelError::File {
+                path: recognizer.path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        };
+        let session = if weights.is_empty() {
+            session
+        } else {
+            let model = std::fs::read(path).map_err(|e| ModelError::File {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let filled = onnx_edit::with_weights(&model, &recognizer_file()?, &weights).map_err(|reason| ModelError::File {
+                path: path.to_path_buf(),
+                reason: format!("it starts from recognizer weights the configured recognizer does not have: {reason}"),
+            })?;
+            runtime::session_from_memory(path, &filled, intra_threads)?
+        };
         let taps = if taps.is_empty() {
             None
         } else if recognizer.config.input_size > cfg.input_size && taps.iter().any(|(v, _)| *v == View::CropCentre) {
@@ -224,11 +245,7 @@ impl OnnxMad {
             nodes.sort_unstable();
             nodes.dedup();
             let views: Vec<View> = View::ALL.into_iter().filter(|v| taps.iter().any(|(t, _)| t == v)).collect();
-            let bytes = std::fs::read(recognizer.path).map_err(|e| ModelError::File {
-                path: recognizer.path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let exposed = onnx_outputs::with_outputs(&bytes, &nodes).map_err(|reason| ModelError::File {
+            let exposed = onnx_edit::with_outputs(&recognizer_file()?, &nodes).map_err(|reason| ModelError::File {
                 path: recognizer.path.to_path_buf(),
                 reason: format!("cannot expose the nodes {nodes:?} the MAD model reads: {reason}"),
             })?;
@@ -269,24 +286,37 @@ impl OnnxMad {
     }
 }
 
+/// The prefix of a MAD model input that is one of the recognizer's weights (by its
+/// initializer name), filled from the recognizer file at load: a fine-tuned copy of the
+/// recognizer's layers is shipped as the difference to them (tools/mad/ensemble.py).
+const WEIGHT_PREFIX: &str = "recognizer_weight:";
+
 /// The recognizer nodes a MAD model reads, each with the view it is taken on.
 type NodeReads = Vec<(View, String)>;
 
+/// The recognizer weights a MAD model starts from: (its input, the recognizer's initializer).
+type WeightReads = Vec<(String, String)>;
+
 /// The inputs after the image: the embedding's length, if the model has an `embedding`
-/// input, and the recognizer nodes it reads; anything else is refused.
-fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, NodeReads), ModelError> {
-    let (mut dim, mut taps) = (None, Vec::new());
+/// input, the recognizer nodes it reads and the recognizer weights it starts from; anything
+/// else is refused.
+fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, NodeReads, WeightReads), ModelError> {
+    let (mut dim, mut taps, mut weights) = (None, Vec::new(), Vec::new());
     for (i, input) in session.inputs().iter().enumerate().skip(1) {
         let shape = runtime::input_shape(session, i);
         match (input.name(), &shape[..], View::of(input.name())) {
             ("embedding", [_, d], _) if *d as usize == recognizer.dim => dim = Some(recognizer.dim),
             (_, [_, _, _, _], Some((view, node))) => taps.push((view, node.to_string())),
+            (name, _, _) if name.strip_prefix(WEIGHT_PREFIX).is_some_and(|w| !w.is_empty()) => {
+                weights.push((name.to_string(), name[WEIGHT_PREFIX.len()..].to_string()));
+            }
             (name, _, _) => {
                 return Err(ModelError::Shape {
                     model: "mad".into(),
                     reason: format!(
                         "input {name:?} {shape:?}: expected \"embedding\" [N, {}], the recognizer's length, \
-                         or \"{}NODE\" / \"{}NODE\" [N, C, H, W], a recognizer node's feature maps",
+                         \"{}NODE\" / \"{}NODE\" [N, C, H, W], a recognizer node's feature maps, \
+                         or \"{WEIGHT_PREFIX}NAME\", one of its weights",
                         recognizer.dim,
                         View::CropCentre.prefix(),
                         View::Aligned.prefix(),
@@ -295,7 +325,7 @@ fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<
             }
         }
     }
-    Ok((dim, taps))
+    Ok((dim, taps, weights))
 }
 
 /// Refuse a model that reads the recognizer unless it names it (by sha256) and that is the

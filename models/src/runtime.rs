@@ -146,7 +146,7 @@ pub fn session(path: &Path, intra_threads: usize) -> Result<Session, ModelError>
 }
 
 /// A session of `path` as edited in memory (`model`: its bytes after the edit), e.g. with
-/// inner activations exposed as outputs (onnx_outputs.rs); errors name `path`.
+/// inner activations exposed as outputs (onnx_edit.rs); errors name `path`.
 pub fn session_from_memory(path: &Path, model: &[u8], intra_threads: usize) -> Result<Session, ModelError> {
     session_of(path, Some(model), intra_threads)
 }
