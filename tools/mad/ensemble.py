@@ -18,13 +18,15 @@ so the report also gives a cross-fitted figure: weight chosen on one half of the
 validation people, measured on the other. The graph records the recognizer's sha256
 (`facegate.embedding_sha256`): the service refuses to pair it with another recognizer.
 
-With `--maps`, a train_maps.py network joins too: it reads the recognizer's feature maps of one
-view of the face (inputs `recognizer:NODE` of the MAD crop's centre, or `recognizer_aligned:NODE` of
+With `--maps`, a train_maps.py or train_tail.py network joins too: it reads the recognizer's
+activations on one view of the face (inputs `recognizer:NODE` of the MAD crop's centre, or `recognizer_aligned:NODE` of
 the aligned face, for which `--lfw-aligned` and `--set-aligned` give the faces, `facegate faces
 --aligned`; its inputs become the joined model's), and its logit is added with a weight read off
 validation the same way, on top of the networks, the embedding model and the `--maps` before it
 (each cross-fitted in the report as well). Alone each beats the other members together (8.57 and
-8.39 % against 9.44 % validation D-EER); v5 joined the centre one (7.40 %), v6 both.
+8.39 % against 9.44 % validation D-EER); v5 joined the centre one (7.40 %), v6 both, v7 also
+train_tail.py's fine-tuned copy of the recognizer's last layers, whose weights are shipped as their
+difference to the recognizer's (`as_delta`, below).
 
 The joined graph is checked against the members run one by one, then scored on the
 validation crops: the threshold is set there at BPCER 1 %, and the report written with
@@ -97,7 +99,8 @@ def join(members, doc, head=None, maps=()):
         for n in m.graph.node:
             n.input[:] = [own.get(x, x) for x in n.input]
         nodes += [n for n in m.graph.node if n.output[0] != f"{prefix}morph"]
-        inputs += list(member.graph.input)
+        have = {i.name for i in inputs}
+        inputs += [i for i in member.graph.input if i.name not in have]  # members may read the same recognizer node
         inits.append(numpy_helper.from_array(np.array([weight], np.float32), f"{prefix}weight"))
         nodes.append(helper.make_node("Mul", [f"{prefix}logit", f"{prefix}weight"], [f"{prefix}weighted"]))
         parts.append(f"{prefix}weighted")
@@ -190,6 +193,60 @@ def fusion_weight(logits, raw, labels, persons, grid):
     }
 
 
+# A member's weight that starts from the recognizer's (train_tail.py) is shipped as a graph
+# input `recognizer_weight:NAME` plus the difference `delta:NAME`: the service fills the input
+# from the recognizer file it already has (models/src/mad.rs), so the shipped file holds none
+# of the recognizer's weights, as for every other member.
+WEIGHT = "recognizer_weight:"
+
+
+def recognizer_weights(recognizer: Path) -> dict:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(recognizer).graph.initializer}
+
+
+def as_delta(member, weights: dict):
+    """`member` with each initializer that has a recognizer weight's name and shape replaced
+    by WEIGHT + NAME (an input) plus `delta:NAME`; the others are its own."""
+    m = onnx.ModelProto()
+    m.CopyFrom(member)
+    g, own, adds = m.graph, [], []
+    for init in g.initializer:
+        w = numpy_helper.to_array(init)
+        base = weights.get(init.name)
+        if base is None or base.shape != w.shape:
+            own.append(init)
+            continue
+        own.append(numpy_helper.from_array((w.astype(np.float32) - base.astype(np.float32)).astype(np.float32), f"delta:{init.name}"))
+        g.input.append(helper.make_tensor_value_info(WEIGHT + init.name, TensorProto.FLOAT, list(w.shape)))
+        adds.append(helper.make_node("Add", [WEIGHT + init.name, f"delta:{init.name}"], [init.name]))
+    del g.initializer[:]
+    g.initializer.extend(own)
+    nodes = adds + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
+def with_weights(model, weights: dict):
+    """A copy of `model` whose WEIGHT inputs are filled from the recognizer's `weights`, as the
+    service fills them, for running it here."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for i in m.graph.input:
+        if i.name.startswith(WEIGHT):
+            m.graph.initializer.append(numpy_helper.from_array(weights[i.name[len(WEIGHT) :]], i.name))
+    return m
+
+
+def described(member, taps) -> str:
+    """A --maps member in the joined model's description, by the script that made it."""
+    view = VIEWS[taps.view][2]
+    if "train_tail.py" in member.producer_name:
+        node = member.graph.input[0].name
+        return f", plus the recognizer's layers after `{node}` fine-tuned for MAD on {view} (tools/mad/train_tail.py; input `{node}`)"
+    return f", plus a CNN on the recognizer's feature maps of {view} (tools/mad/train_maps.py; inputs `{taps.prefix}NODE`)"
+
+
 def aligned_paths(crops, roots):
     """The aligned faces (facegate faces --aligned) of these MAD crops: same relative
     paths under the aligned folder that goes with each crop folder."""
@@ -240,9 +297,10 @@ def main() -> None:
         model = join(members, "", head)
 
     maps, maps_reports, feeds, maps_logits = [], [], [], []
+    weights = recognizer_weights(Path(args.recognizer)) if args.maps else {}
     so_far = image_logits + ((embeddings @ head[0] + head[1])[:, 0] if head else 0)
     for path in args.maps or []:
-        maps_model = onnx.load(path)
+        maps_model = as_delta(onnx.load(path), weights)
         named = {p.key: p.value for p in maps_model.metadata_props}.get("facegate.embedding_sha256")
         if named != recognizer_sha256:
             raise SystemExit(f"{path} was trained on the recognizer {named}, not on {args.recognizer} ({recognizer_sha256})")
@@ -251,7 +309,7 @@ def main() -> None:
         if view == "aligned":
             faces = aligned_paths(faces, [(lfw, args.lfw_aligned), (crops, args.set_aligned)])
         feeds.append((RecognizerTaps(Path(args.recognizer), view), faces))
-        s = ort.InferenceSession(with_logit(maps_model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        s = ort.InferenceSession(with_weights(with_logit(maps_model), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         maps_logits.append(run(s, images, "logit", feeds=feeds[-1:]))
         weight, report = fusion_weight(so_far, maps_logits[-1], labels, [i[3] for i in items], MAPS_WEIGHTS)
         so_far = so_far + weight * maps_logits[-1]
@@ -260,7 +318,7 @@ def main() -> None:
     if maps:
         model = join(members, "", head, maps)
     if head or maps:
-        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(with_weights(model, weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         scores = run(session, images, embeddings=embeddings, feeds=feeds)
     else:
         scores = 1 / (1 + np.exp(-image_logits))
@@ -277,7 +335,7 @@ def main() -> None:
         want = want + (embeddings[::50] @ head[0] + head[1])[:, 0]
     for logits, (_, weight) in zip(maps_logits, maps):
         want = want + logits[::50] * weight
-    joined = ort.InferenceSession(with_logit(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    joined = ort.InferenceSession(with_weights(with_logit(model), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
     err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], feeds=[(taps, paths[::50]) for taps, paths in feeds])).max()
     if not err <= 1e-3:
         raise SystemExit(f"joined graph disagrees with its members by {err} in logit")
@@ -302,11 +360,14 @@ def main() -> None:
         f"facegate MAD: {len(members)} residual-energy-map CNNs (tools/mad/train.py), each on the {SIZE}x{SIZE} MAD crop "
         f"and its mirror image, mean logit"
         + (", plus a linear model on the recognizer's embedding (input `embedding`)" if head else "")
-        + "".join(f", plus a CNN on the recognizer's feature maps of {VIEWS[taps.view][2]} (tools/mad/train_maps.py; inputs `{taps.prefix}NODE`)" for taps, _ in feeds)
+        + "".join(described(m, taps) for (taps, _), (m, _) in zip(feeds, maps))
         + f"; RGB 0..1 -> morph probability. Validation threshold at BPCER 1 %: {threshold:.4f}"
     )
     if head or maps:
         onnx.helper.set_model_props(model, {"facegate.embedding_sha256": recognizer_sha256})
+    copied = {(tuple(w.shape), w.astype(np.float32).tobytes()) for w in weights.values()}
+    if any((tuple(i.dims), numpy_helper.to_array(i).astype(np.float32).tobytes()) in copied for i in model.graph.initializer):
+        raise SystemExit("the joined model would contain one of the recognizer's weights")
     Path(args.out).write_bytes(model.SerializeToString())
     Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")

@@ -60,13 +60,14 @@ VIEWS = {
 
 
 class RecognizerTaps:
-    """The recognizer with NODES exposed as outputs, run on one view of the faces: the centre
-    of their MAD crops or their aligned faces."""
+    """The recognizer with `nodes` (NODES unless told) exposed as outputs, run on one view of
+    the faces: the centre of their MAD crops or their aligned faces."""
 
-    def __init__(self, recognizer: Path, view: str = "centre"):
+    def __init__(self, recognizer: Path, view: str = "centre", nodes=NODES):
         data = Path(recognizer).read_bytes()
         model = onnx.load_from_string(data)
-        for name, _, _, _ in NODES:
+        self.nodes = nodes
+        for name, _, _, _ in nodes:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 2
@@ -91,8 +92,8 @@ class RecognizerTaps:
         does first) so that a training set's maps fit in memory."""
         out = {}
         for i in range(0, len(paths), batch):
-            got = self.session.run([n for n, _, _, _ in NODES], {self.input: self.faces(paths[i : i + batch])})
-            for (name, c, side, how), a in zip(NODES, got):
+            got = self.session.run([n for n, _, _, _ in self.nodes], {self.input: self.faces(paths[i : i + batch])})
+            for (name, c, side, how), a in zip(self.nodes, got):
                 if how == "pool":
                     a = a.reshape(len(a), c, side // 2, 2, side // 2, 2).mean(axis=(3, 5))
                 if name not in out:
@@ -102,8 +103,8 @@ class RecognizerTaps:
 
     def feed(self, paths) -> dict:
         """The model inputs of these crops, as the service feeds them (full-size maps)."""
-        got = self.session.run([n for n, _, _, _ in NODES], {self.input: self.faces(paths)})
-        return {self.prefix + n: a for (n, _, _, _), a in zip(NODES, got)}
+        got = self.session.run([n for n, _, _, _ in self.nodes], {self.input: self.faces(paths)})
+        return {self.prefix + n: a for (n, _, _, _), a in zip(self.nodes, got)}
 
 
 def init(key):

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Fine-tune the recognizer's own last stage for MAD and export it as an ONNX member.
+
+train_maps.py's networks read the frozen recognizer's feature maps through layers learnt
+from nothing; alone they level off near 8.4 % validation D-EER while their training loss
+keeps falling. This member starts from what the recognizer already knows: its layers after
+node `473` (14x14x256: one expansion, a stride-2 depthwise stage, two residual blocks, the
+7x7 "global depthwise" head and the linear layer to the 512-d embedding, about 2.2 M
+weights), with the recognizer's weights as the starting point, fine-tuned together with a
+logistic output on the unit embedding. The embedding stage learnt to describe identity;
+a blend of two identities is what it should notice first. The recognizer run the service
+already makes (as for train_maps.py) feeds node `473` of the chosen view
+(`recognizer_aligned:473` or `recognizer:473`); the model carries its fine-tuned copy of
+the layers after it, so the recognizer itself and the stored templates are untouched.
+
+Trained with JAX on the CPU, 3 epochs, AdamW with a cosine schedule: 3e-4 for the
+pretrained layers (larger rates forget what they know), 1e-2 for the new output. On the
+aligned view: see tools/mad/README.md and models/mad/report.json for the figures.
+
+Usage: train_tail.py --set DIR --lfw-crops DIR --set-crops DIR [--view aligned --lfw-aligned DIR --set-aligned DIR]
+                     --recognizer w600k_mbf.onnx --out model.onnx --report report.json
+"""
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import onnx
+import optax
+from onnx import TensorProto, helper, numpy_helper
+
+from train import OPSET, by_source, check_export, crop_list, d_eer, data_arguments, summary, threshold_at_bpcer
+from train_maps import VIEWS, RecognizerTaps
+
+START = ("473", 256, 14, "keep")  # where the fine-tuned copy takes over from the recognizer
+SCALE = 10.0  # the unit embedding times this feeds the logistic output (cosines are small)
+
+
+class Tail:
+    """The recognizer's nodes after START, read from its ONNX file: their order, attributes
+    and weights (the starting point of the fine-tuning)."""
+
+    OPS = {"Conv", "PRelu", "Add", "Flatten", "Gemm", "BatchNormalization"}
+
+    def __init__(self, recognizer: Path):
+        graph = onnx.load(recognizer).graph
+        weights = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in graph.initializer}
+        start = next(i for i, n in enumerate(graph.node) if START[0] in n.output)
+        self.nodes = list(graph.node[start + 1 :])
+        if not self.nodes or {n.op_type for n in self.nodes} - self.OPS:
+            raise SystemExit(f"{recognizer}: after node {START[0]} come operators this script does not know: {sorted({n.op_type for n in self.nodes} - self.OPS)}")
+        self.weights = {k: weights[k] for n in self.nodes for k in n.input if k in weights}
+        self.output = self.nodes[-1].output[0]
+
+    def forward(self, w, x):
+        """The embedding (before normalisation) of node-START maps `x`, with weights `w`."""
+        env = {START[0]: x}
+        for n in self.nodes:
+            a = {at.name: helper.get_attribute_value(at) for at in n.attribute}
+            i = [env[k] if k in env else w[k] for k in n.input]
+            if n.op_type == "Conv":
+                s, p = a.get("strides", [1, 1]), a.get("pads", [0, 0, 0, 0])
+                o = jax.lax.conv_general_dilated(i[0], i[1], s, ((p[0], p[2]), (p[1], p[3])), feature_group_count=a.get("group", 1))
+                o = o + i[2][None, :, None, None] if len(i) > 2 else o
+            elif n.op_type == "PRelu":
+                o = jnp.where(i[0] >= 0, i[0], i[0] * i[1][None])
+            elif n.op_type == "Add":
+                o = i[0] + i[1]
+            elif n.op_type == "Flatten":
+                o = i[0].reshape(i[0].shape[0], -1)
+            elif n.op_type == "Gemm":
+                o = i[0] @ (i[1].T if a.get("transB", 0) else i[1]) + i[2]
+            else:  # BatchNormalization, inference form: running statistics
+                o = (i[0] - i[3]) / jnp.sqrt(i[4] + a.get("epsilon", 1e-5)) * i[1] + i[2]
+            env[n.output[0]] = o
+        return env[self.output]
+
+
+def logits(tail, p, x, key=None):
+    e = tail.forward(p["w"], x)
+    e = e / (jnp.linalg.norm(e, axis=1, keepdims=True) + 1e-6) * SCALE
+    if key is not None:
+        e = e * jax.random.bernoulli(key, 0.8, e.shape) / 0.8
+    return (e @ p["out"][0] + p["out"][1])[:, 0]
+
+
+def export(tail, p, path, doc, sha256, prefix):
+    """The fine-tuned layers as ONNX: input `{prefix}473`, outputs `logit` (edge) and `morph`."""
+    x = prefix + START[0]
+    nodes, inits = [], [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in p["w"].items()]
+    for n in tail.nodes:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.input[:] = [x if k == START[0] else k for k in c.input]
+        nodes.append(c)
+    inits.append(numpy_helper.from_array(np.asarray(p["out"][0], np.float32) * SCALE, "out_w"))
+    inits.append(numpy_helper.from_array(np.asarray(p["out"][1], np.float32), "out_b"))
+    nodes.append(helper.make_node("LpNormalization", [tail.output], ["unit"], axis=1, p=2))
+    nodes.append(helper.make_node("Gemm", ["unit", "out_w", "out_b"], ["logit"]))
+    nodes.append(helper.make_node("Sigmoid", ["logit"], ["morph"]))
+    inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", START[1], START[2], START[2]])]
+    outputs = [helper.make_tensor_value_info("morph", TensorProto.FLOAT, ["N", 1])]
+    model = helper.make_model(helper.make_graph(nodes, "facegate_mad_tail", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", OPSET)], producer_name="facegate tools/mad/train_tail.py")
+    model.ir_version = 8
+    model.doc_string = doc
+    helper.set_model_props(model, {"facegate.embedding_sha256": sha256})
+    onnx.checker.check_model(model)
+    Path(path).write_bytes(model.SerializeToString())
+
+
+def main() -> None:
+    ap = data_arguments(__doc__)
+    ap.add_argument("--recognizer", required=True, help="the recognizer ONNX file (w600k_mbf.onnx) the service runs")
+    ap.add_argument("--view", choices=sorted(VIEWS), default="aligned", help="the face the recognizer reads: the aligned face (needs --lfw-aligned, --set-aligned) or the MAD crop's centre")
+    ap.add_argument("--seed", type=int, default=20261129)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args()
+    manifest = json.loads((Path(args.set) / "manifest.json").read_text())
+    if args.view == "aligned" and not (args.lfw_aligned and args.set_aligned):
+        raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate faces --aligned)")
+    if args.extra_set:
+        raise SystemExit("train_tail.py trains on the morph set only (no --extra-set)")
+    lfw, crops = (Path(args.lfw_aligned), Path(args.set_aligned)) if args.view == "aligned" else (Path(args.lfw_crops), Path(args.set_crops))
+    taps = RecognizerTaps(Path(args.recognizer), args.view, nodes=[START])
+    tail = Tail(Path(args.recognizer))
+
+    train_items = crop_list(manifest, "train", lfw, crops)
+    val_items = crop_list(manifest, "val", lfw, crops)
+    t0 = time.time()
+    x = taps.maps([i[0] for i in train_items])[START[0]]
+    xv = taps.maps([i[0] for i in val_items])[START[0]]
+    print(f"recognizer maps of {len(train_items) + len(val_items)} crops in {time.time() - t0:.0f} s", flush=True)
+    y, yv = np.array([i[1] for i in train_items]), np.array([i[1] for i in val_items])
+
+    rng = np.random.default_rng(args.seed)
+    key = jax.random.PRNGKey(args.seed)
+    params = {"w": {k: jnp.array(v) for k, v in tail.weights.items()}, "out": (jnp.zeros((512, 1)), jnp.zeros(1))}
+    steps = args.epochs * (len(y) // args.batch)
+    schedule = lambda peak: optax.warmup_cosine_decay_schedule(0.0, peak, min(300, steps // 2), steps)  # noqa: E731
+    opt = optax.multi_transform({"w": optax.adamw(schedule(3e-4), weight_decay=1e-4), "out": optax.adamw(schedule(1e-2), weight_decay=1e-4)}, {"w": "w", "out": "out"})
+    state = opt.init(params)
+    cw = np.array([len(y) / (2 * np.sum(y == 0)), len(y) / (2 * np.sum(y == 1))], np.float32)
+
+    @jax.jit
+    def step(p, s, xb, yb, wb, k):
+        lossf = lambda p: jnp.mean(wb * optax.sigmoid_binary_cross_entropy(logits(tail, p, xb, k), yb))  # noqa: E731
+        loss, grads = jax.value_and_grad(lossf)(p)
+        u, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    logit = jax.jit(lambda p, xb: logits(tail, p, xb))
+
+    def predict(p):
+        return np.concatenate([np.asarray(logit(p, xv[i : i + 512].astype(np.float32))) for i in range(0, len(yv), 512)])
+
+    for epoch in range(args.epochs):
+        t0, losses = time.time(), []
+        order = rng.permutation(len(y))
+        for i in range(0, len(order) - args.batch + 1, args.batch):
+            idx = np.sort(order[i : i + args.batch])
+            key, k = jax.random.split(key)
+            params, state, loss = step(params, state, x[idx].astype(np.float32), y[idx].astype(np.float32), cw[y[idx]], k)
+            losses.append(float(loss))
+        z = predict(params)
+        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, val D-EER {100 * d_eer(z[yv == 0], z[yv == 1]):.2f} % ({time.time() - t0:.0f} s)", flush=True)
+
+    pv = 1 / (1 + np.exp(-predict(params)))
+    threshold = threshold_at_bpcer(pv[yv == 0], 0.01)
+    report = {
+        "seed": args.seed,
+        "inputs": {taps.prefix + START[0]: VIEWS[args.view][1]},
+        "recognizer_sha256": taps.sha256,
+        "epochs": args.epochs,
+        "train": {"bona_fide": int((y == 0).sum()), "morphs": int((y == 1).sum())},
+        "threshold_at_val_bpcer1": round(threshold, 4),
+        "val": summary(pv[yv == 0], pv[yv == 1], threshold),
+        "val_by_source": by_source(pv[yv == 0], pv, yv, np.array([i[2] for i in val_items]), threshold),
+    }
+    print(json.dumps(report, indent=1))
+    doc = f"facegate MAD: the recognizer's layers after node {START[0]}, fine-tuned, on {VIEWS[args.view][2]}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
+    export(tail, params, args.out, doc, taps.sha256, taps.prefix)
+    paths = [i[0] for i in val_items]
+    check_export(args.out, lambda i: taps.feed(paths[i : i + 1]), pv, paths)
+    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")
+
+
+if __name__ == "__main__":
+    main()
