@@ -120,7 +120,9 @@ fn write_scores(path: &Path, items: &[Item], scored: &[Scored]) -> Result<(), An
     for (i, s) in items.iter().zip(scored) {
         let kind = if i.kind == Kind::BonaFide { "bona_fide" } else { "morph" };
         let score = match s {
-            Scored::Score(v) => format!("{v:.6}"),
+            // Every digit the f32 has (shortest round-trip form): a model whose scores crowd
+            // near 1 needs them to place its threshold.
+            Scored::Score(v) => format!("{v}"),
             Scored::NoFace => "no_face".into(),
             Scored::Failed(_) => "failed".into(),
         };
