@@ -10,13 +10,15 @@
 //! - `with_weights`: recognizer weights a MAD model starts from (a fine-tuned copy of its last
 //!   layers is shipped as the difference to them, tools/mad/ensemble.py). The model declares
 //!   each as a graph input; the recognizer's initializer of that name is copied into the model's
-//!   `GraphProto.initializer` (field 5) under the input's name, so ONNX Runtime fills the
-//!   input with it and folds the sum once, at load.
+//!   `GraphProto.initializer` (field 5) under the input's name and the input's declaration
+//!   (`GraphProto.input`, field 11) dropped, so the weight is a constant and ONNX Runtime
+//!   folds the sum once, at load.
 //!
 //! Every other byte is copied as it is, so nothing else about either model can change.
 
 const GRAPH: u64 = 7; // ModelProto.graph
 const INITIALIZER: u64 = 5; // GraphProto.initializer
+const INPUT: u64 = 11; // GraphProto.input
 const OUTPUT: u64 = 12; // GraphProto.output
 const TENSOR_NAME: u64 = 8; // TensorProto.name
 
@@ -57,11 +59,37 @@ pub fn with_weights(model: &[u8], source: &[u8], names: &[(String, String)]) -> 
         return Err(format!("no initializer named {missing:?}"));
     }
     edit_graph(model, |graph| {
+        // The filled inputs are declared no more: ONNX Runtime treats an initializer that is
+        // also an input as overridable, and leaves it out of constant folding.
+        let mut kept = Vec::with_capacity(graph.len());
+        let mut rest = &graph[..];
+        while !rest.is_empty() {
+            let start = rest;
+            let key = varint(&mut rest)?;
+            let value = skip(&mut rest, key & 7)?;
+            let filled = key == INPUT << 3 | 2 && names.iter().any(|(to, _)| value_info_name(value).is_ok_and(|n| n == to.as_bytes()));
+            if !filled {
+                kept.extend_from_slice(&start[..start.len() - rest.len()]);
+            }
+        }
+        *graph = kept;
         for tensor in found.iter().flatten() {
             field_bytes(graph, INITIALIZER, tensor);
         }
         Ok(())
     })
+}
+
+/// The name of a ValueInfoProto.
+fn value_info_name(info: &[u8]) -> Result<&[u8], String> {
+    let mut name: &[u8] = &[];
+    for_each_field(info, |field, value| {
+        if field == 1 {
+            name = value;
+        }
+        Ok(())
+    })?;
+    Ok(name)
 }
 
 /// `model` with its one graph message extended by `edit` (fields appended after its own).
@@ -273,10 +301,19 @@ mod tests {
     #[test]
     fn copies_named_weights_from_another_model_under_new_names() {
         let source = model_with(&[tensor("a", &[1, 2, 3, 4]), tensor("632", &[5, 6, 7, 8, 9, 10, 11, 12])]);
-        let model = model_with(&[tensor("delta:632", &[0; 8])]);
+        let mut model = model_with(&[tensor("delta:632", &[0; 8])]);
+        // Declared inputs: the image and the weight to fill.
+        let graph = fields(&model)[1].1.clone();
+        let mut declared = graph.clone();
+        field_bytes(&mut declared, INPUT, &value_info("image"));
+        field_bytes(&mut declared, INPUT, &value_info("recognizer_weight:632"));
+        model = vec![1 << 3, 8];
+        field_bytes(&mut model, GRAPH, &declared);
         let names = [("recognizer_weight:632".to_string(), "632".to_string())];
         let out = with_weights(&model, &source, &names).unwrap();
         let g = fields(&fields(&out)[1].1);
+        let inputs: Vec<_> = g.iter().filter(|(f, _)| *f == INPUT).map(|(_, v)| fields(v)[0].1.clone()).collect();
+        assert_eq!(inputs, [b"image".to_vec()], "the filled input is declared no more");
         let inits: Vec<_> = g.iter().filter(|(f, _)| *f == INITIALIZER).map(|(_, v)| fields(v)).collect();
         assert_eq!(inits.len(), 2, "the model's own initializer and the copied one");
         assert_eq!(inits[0], fields(&tensor("delta:632", &[0; 8])), "the model's own is unchanged");
