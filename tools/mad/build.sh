@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild facegate's MAD model from the evaluation photos, end to end (about 2 hours on
+# Rebuild facegate's MAD model from the evaluation photos, end to end (about 3 hours on
 # 2 cores):
 #   tools/mad/build.sh FACES_DIR [WORK_DIR]
 # FACES_DIR is laid out like ../shared/data/faces (lfw/images/<Name>/*.jpg). WORK_DIR
@@ -49,8 +49,9 @@ fi
     --out "$work/fm-train" --split train --pairs 4000
 "$bin" faces "$work/fm-train" --out "$work/fm-train.jsonl" --crops "$work/crops/fm-train"
 
-# Two networks, different residual statistics, training sets and seeds, and two on the
-# recognizer's feature maps (of the MAD crop's centre and of the aligned face); ensemble.py
+# Two networks, different residual statistics, training sets and seeds, two on the
+# recognizer's feature maps (of the MAD crop's centre and of the aligned face) and the
+# recognizer's last stage fine-tuned on the aligned face; ensemble.py
 # joins them (the first two on the crop and its mirror image) with a linear model on the
 # recognizer's embeddings (from the `faces` outputs above) and sets the threshold on validation.
 "$venv/bin/python" tools/mad/train.py "${data[@]}" --extra-set "$work/fm-train" --extra-crops "$work/crops/fm-train" \
@@ -61,12 +62,15 @@ fi
     --out "$work/member-maps.onnx" --report "$work/member-maps.json"
 "$venv/bin/python" tools/mad/train_maps.py "${data[@]}" "${aligned[@]}" --view aligned --seed 20261128 \
     --recognizer models/files/w600k_mbf.onnx --out "$work/member-maps-aligned.onnx" --report "$work/member-maps-aligned.json"
-"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" "${aligned[@]}" --out models/mad/facegate-mad-v6.onnx --report models/mad/report.json \
+"$venv/bin/python" tools/mad/train_tail.py "${data[@]}" "${aligned[@]}" --view aligned --seed 20261129 \
+    --recognizer models/files/w600k_mbf.onnx --out "$work/member-tail-aligned.onnx" --report "$work/member-tail-aligned.json"
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" "${aligned[@]}" --out models/mad/facegate-mad-v7.onnx --report models/mad/report.json \
     --embeddings "$work/lfw.jsonl" "$work/set.jsonl" --recognizer models/files/w600k_mbf.onnx \
-    --maps "$work/member-maps.onnx" --maps "$work/member-maps-aligned.onnx" "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
+    --maps "$work/member-maps.onnx" --maps "$work/member-maps-aligned.onnx" --maps "$work/member-tail-aligned.onnx" \
+    "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
 # The image-only v2 (for other recognizers) is the same step without --embeddings, --maps and
 # --recognizer on v3's networks: the abs one trained without --extra-set.
-sha256sum models/mad/facegate-mad-v6.onnx
+sha256sum models/mad/facegate-mad-v7.onnx
 echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
 echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"

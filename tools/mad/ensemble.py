@@ -232,9 +232,10 @@ def with_weights(model, weights: dict):
     service fills them, for running it here."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    for i in m.graph.input:
-        if i.name.startswith(WEIGHT):
-            m.graph.initializer.append(numpy_helper.from_array(weights[i.name[len(WEIGHT) :]], i.name))
+    filled = [i for i in m.graph.input if i.name.startswith(WEIGHT)]
+    for i in filled:
+        m.graph.initializer.append(numpy_helper.from_array(weights[i.name[len(WEIGHT) :]], i.name))
+        m.graph.input.remove(i)  # a constant, not an overridable input: ONNX Runtime folds the sum
     return m
 
 
