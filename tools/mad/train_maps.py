@@ -180,21 +180,28 @@ def export(p, stats, path, doc, sha256, prefix):
     Path(path).write_bytes(model.SerializeToString())
 
 
-def main() -> None:
-    ap = data_arguments(__doc__)
+def view_arguments(doc: str, seed: int, epochs: int, view: str):
+    """The arguments of a network trained on the recognizer's activations of one view
+    (this script and train_tail.py)."""
+    ap = data_arguments(doc)
     ap.add_argument("--recognizer", required=True, help="the recognizer ONNX file (w600k_mbf.onnx) the service runs")
-    ap.add_argument("--view", choices=sorted(VIEWS), default="centre", help="the face the recognizer reads: the MAD crop's centre or the aligned face (needs --lfw-aligned, --set-aligned)")
-    ap.add_argument("--seed", type=int, default=20261127)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--view", choices=sorted(VIEWS), default=view, help="the face the recognizer reads: the MAD crop's centre or the aligned face (needs --lfw-aligned, --set-aligned)")
+    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--epochs", type=int, default=epochs)
     ap.add_argument("--batch", type=int, default=128)
-    args = ap.parse_args()
+    return ap
+
+
+def view_data(args, script: str, nodes=NODES):
+    """The recognizer taps of args.view, the training and validation items, and their
+    stored maps of `nodes`."""
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     if args.view == "aligned" and not (args.lfw_aligned and args.set_aligned):
         raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate faces --aligned)")
     if args.extra_set:
-        raise SystemExit("train_maps.py trains on the morph set only (no --extra-set)")
+        raise SystemExit(f"{script} trains on the morph set only (no --extra-set)")
     lfw, crops = (Path(args.lfw_aligned), Path(args.set_aligned)) if args.view == "aligned" else (Path(args.lfw_crops), Path(args.set_crops))
-    taps = RecognizerTaps(Path(args.recognizer), args.view)
+    taps = RecognizerTaps(Path(args.recognizer), args.view, nodes)
 
     train_items = crop_list(manifest, "train", lfw, crops)
     val_items = crop_list(manifest, "val", lfw, crops)
@@ -202,6 +209,47 @@ def main() -> None:
     x = taps.maps([i[0] for i in train_items])
     xv = taps.maps([i[0] for i in val_items])
     print(f"recognizer maps of {len(train_items) + len(val_items)} crops in {time.time() - t0:.0f} s", flush=True)
+    return taps, train_items, val_items, x, xv
+
+
+def fit(step, params, state, key, rng, batch_of, y, yv, predict, args):
+    """args.epochs epochs of `step` on class-weighted batches (`batch_of(indices)`: their
+    inputs), printing the validation D-EER after each; the trained parameters."""
+    cw = np.array([len(y) / (2 * np.sum(y == 0)), len(y) / (2 * np.sum(y == 1))], np.float32)
+    for epoch in range(args.epochs):
+        t0, losses = time.time(), []
+        order = rng.permutation(len(y))
+        for i in range(0, len(order) - args.batch + 1, args.batch):
+            idx = np.sort(order[i : i + args.batch])
+            key, k = jax.random.split(key)
+            params, state, loss = step(params, state, batch_of(idx), y[idx].astype(np.float32), cw[y[idx]], k)
+            losses.append(float(loss))
+        z = predict(params)
+        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, val D-EER {100 * d_eer(z[yv == 0], z[yv == 1]):.2f} % ({time.time() - t0:.0f} s)", flush=True)
+    return params
+
+
+def view_report(args, taps, inputs, y, yv, pv, val_items):
+    """The report of a trained network (validation probabilities `pv`) and its threshold at
+    validation BPCER 1 %."""
+    threshold = threshold_at_bpcer(pv[yv == 0], 0.01)
+    report = {
+        "seed": args.seed,
+        "inputs": {taps.prefix + n: VIEWS[args.view][1] for n in inputs},
+        "recognizer_sha256": taps.sha256,
+        "epochs": args.epochs,
+        "train": {"bona_fide": int((y == 0).sum()), "morphs": int((y == 1).sum())},
+        "threshold_at_val_bpcer1": round(threshold, 4),
+        "val": summary(pv[yv == 0], pv[yv == 1], threshold),
+        "val_by_source": by_source(pv[yv == 0], pv, yv, np.array([i[2] for i in val_items]), threshold),
+    }
+    print(json.dumps(report, indent=1))
+    return report, threshold
+
+
+def main() -> None:
+    args = view_arguments(__doc__, 20261127, 5, "centre").parse_args()
+    taps, train_items, val_items, x, xv = view_data(args, "train_maps.py")
     y, yv = np.array([i[1] for i in train_items]), np.array([i[1] for i in val_items])
     order_names = [n for n, _, _, _ in NODES]
     stats = {name: channel_stats(a) for name, a in x.items()}
@@ -214,7 +262,6 @@ def main() -> None:
     steps = args.epochs * (len(y) // args.batch)
     opt = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 2e-3, min(300, steps // 2), steps), weight_decay=1e-2)
     state = opt.init(params)
-    cw = np.array([len(y) / (2 * np.sum(y == 0)), len(y) / (2 * np.sum(y == 1))], np.float32)
 
     @jax.jit
     def step(p, s, xs, yb, wb, k):
@@ -228,30 +275,9 @@ def main() -> None:
     def predict(p):
         return np.concatenate([np.asarray(logit(p, [xv[n][i : i + 512].astype(np.float32) for n in order_names])) for i in range(0, len(yv), 512)])
 
-    for epoch in range(args.epochs):
-        t0, losses = time.time(), []
-        order = rng.permutation(len(y))
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            idx = np.sort(order[i : i + args.batch])
-            key, k = jax.random.split(key)
-            params, state, loss = step(params, state, [x[n][idx].astype(np.float32) for n in order_names], y[idx].astype(np.float32), cw[y[idx]], k)
-            losses.append(float(loss))
-        z = predict(params)
-        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, val D-EER {100 * d_eer(z[yv == 0], z[yv == 1]):.2f} % ({time.time() - t0:.0f} s)", flush=True)
-
+    params = fit(step, params, state, key, rng, lambda idx: [x[n][idx].astype(np.float32) for n in order_names], y, yv, predict, args)
     pv = 1 / (1 + np.exp(-predict(params)))
-    threshold = threshold_at_bpcer(pv[yv == 0], 0.01)
-    report = {
-        "seed": args.seed,
-        "inputs": {taps.prefix + n: VIEWS[args.view][1] for n in order_names},
-        "recognizer_sha256": taps.sha256,
-        "epochs": args.epochs,
-        "train": {"bona_fide": int((y == 0).sum()), "morphs": int((y == 1).sum())},
-        "threshold_at_val_bpcer1": round(threshold, 4),
-        "val": summary(pv[yv == 0], pv[yv == 1], threshold),
-        "val_by_source": by_source(pv[yv == 0], pv, yv, np.array([i[2] for i in val_items]), threshold),
-    }
-    print(json.dumps(report, indent=1))
+    report, threshold = view_report(args, taps, order_names, y, yv, pv, val_items)
     doc = f"facegate MAD: a CNN on the recognizer's feature maps of {VIEWS[args.view][2]}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
     export(params, stats, args.out, doc, taps.sha256, taps.prefix)
     # The exported graph on the full-size maps the service feeds, against JAX on the stored ones.

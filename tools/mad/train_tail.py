@@ -28,7 +28,6 @@ Usage: train_tail.py --set DIR --lfw-crops DIR --set-crops DIR [--view aligned -
                      --recognizer w600k_mbf.onnx --out model.onnx --report report.json
 """
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -38,8 +37,8 @@ import onnx
 import optax
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, by_source, check_export, crop_list, d_eer, data_arguments, summary, threshold_at_bpcer
-from train_maps import VIEWS, RecognizerTaps
+from train import OPSET, check_export
+from train_maps import VIEWS, fit, view_arguments, view_data, view_report
 
 START = ("473", 256, 14, "keep")  # where the fine-tuned copy takes over from the recognizer
 SCALE = 10.0  # the unit embedding times this feeds the logistic output (cosines are small)
@@ -118,28 +117,10 @@ def export(tail, p, path, doc, sha256, prefix):
 
 
 def main() -> None:
-    ap = data_arguments(__doc__)
-    ap.add_argument("--recognizer", required=True, help="the recognizer ONNX file (w600k_mbf.onnx) the service runs")
-    ap.add_argument("--view", choices=sorted(VIEWS), default="aligned", help="the face the recognizer reads: the aligned face (needs --lfw-aligned, --set-aligned) or the MAD crop's centre")
-    ap.add_argument("--seed", type=int, default=20261129)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=128)
-    args = ap.parse_args()
-    manifest = json.loads((Path(args.set) / "manifest.json").read_text())
-    if args.view == "aligned" and not (args.lfw_aligned and args.set_aligned):
-        raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate faces --aligned)")
-    if args.extra_set:
-        raise SystemExit("train_tail.py trains on the morph set only (no --extra-set)")
-    lfw, crops = (Path(args.lfw_aligned), Path(args.set_aligned)) if args.view == "aligned" else (Path(args.lfw_crops), Path(args.set_crops))
-    taps = RecognizerTaps(Path(args.recognizer), args.view, nodes=[START])
+    args = view_arguments(__doc__, 20261129, 3, "aligned").parse_args()
+    taps, train_items, val_items, x, xv = view_data(args, "train_tail.py", nodes=[START])
+    x, xv = x[START[0]], xv[START[0]]
     tail = Tail(Path(args.recognizer))
-
-    train_items = crop_list(manifest, "train", lfw, crops)
-    val_items = crop_list(manifest, "val", lfw, crops)
-    t0 = time.time()
-    x = taps.maps([i[0] for i in train_items])[START[0]]
-    xv = taps.maps([i[0] for i in val_items])[START[0]]
-    print(f"recognizer maps of {len(train_items) + len(val_items)} crops in {time.time() - t0:.0f} s", flush=True)
     y, yv = np.array([i[1] for i in train_items]), np.array([i[1] for i in val_items])
 
     rng = np.random.default_rng(args.seed)
@@ -149,7 +130,6 @@ def main() -> None:
     schedule = lambda peak: optax.warmup_cosine_decay_schedule(0.0, peak, min(300, steps // 2), steps)  # noqa: E731
     opt = optax.multi_transform({"w": optax.adamw(schedule(3e-4), weight_decay=1e-4), "out": optax.adamw(schedule(1e-2), weight_decay=1e-4)}, {"w": "w", "out": "out"})
     state = opt.init(params)
-    cw = np.array([len(y) / (2 * np.sum(y == 0)), len(y) / (2 * np.sum(y == 1))], np.float32)
 
     @jax.jit
     def step(p, s, xb, yb, wb, k):
@@ -163,30 +143,9 @@ def main() -> None:
     def predict(p):
         return np.concatenate([np.asarray(logit(p, xv[i : i + 512].astype(np.float32))) for i in range(0, len(yv), 512)])
 
-    for epoch in range(args.epochs):
-        t0, losses = time.time(), []
-        order = rng.permutation(len(y))
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            idx = np.sort(order[i : i + args.batch])
-            key, k = jax.random.split(key)
-            params, state, loss = step(params, state, x[idx].astype(np.float32), y[idx].astype(np.float32), cw[y[idx]], k)
-            losses.append(float(loss))
-        z = predict(params)
-        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, val D-EER {100 * d_eer(z[yv == 0], z[yv == 1]):.2f} % ({time.time() - t0:.0f} s)", flush=True)
-
+    params = fit(step, params, state, key, rng, lambda idx: x[idx].astype(np.float32), y, yv, predict, args)
     pv = 1 / (1 + np.exp(-predict(params)))
-    threshold = threshold_at_bpcer(pv[yv == 0], 0.01)
-    report = {
-        "seed": args.seed,
-        "inputs": {taps.prefix + START[0]: VIEWS[args.view][1]},
-        "recognizer_sha256": taps.sha256,
-        "epochs": args.epochs,
-        "train": {"bona_fide": int((y == 0).sum()), "morphs": int((y == 1).sum())},
-        "threshold_at_val_bpcer1": round(threshold, 4),
-        "val": summary(pv[yv == 0], pv[yv == 1], threshold),
-        "val_by_source": by_source(pv[yv == 0], pv, yv, np.array([i[2] for i in val_items]), threshold),
-    }
-    print(json.dumps(report, indent=1))
+    report, threshold = view_report(args, taps, [START[0]], y, yv, pv, val_items)
     doc = f"facegate MAD: the recognizer's layers after node {START[0]}, fine-tuned, on {VIEWS[args.view][2]}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
     export(tail, params, args.out, doc, taps.sha256, taps.prefix)
     paths = [i[0] for i in val_items]
