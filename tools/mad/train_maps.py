@@ -212,9 +212,19 @@ def view_data(args, script: str, nodes=NODES):
     return taps, train_items, val_items, x, xv
 
 
-def fit(step, params, state, key, rng, batch_of, y, yv, predict, args):
-    """args.epochs epochs of `step` on class-weighted batches (`batch_of(indices)`: their
-    inputs), printing the validation D-EER after each; the trained parameters."""
+def fit(opt, logits, params, key, rng, batch_of, y, yv, predict, args):
+    """args.epochs epochs of `opt` on the class-weighted cross-entropy of `logits(params,
+    inputs, dropout key)` over batches (`batch_of(indices)`: their inputs), printing the
+    validation D-EER after each; the trained parameters."""
+    state = opt.init(params)
+
+    @jax.jit
+    def step(p, s, xs, yb, wb, k):
+        lossf = lambda p: jnp.mean(wb * optax.sigmoid_binary_cross_entropy(logits(p, xs, k), yb))  # noqa: E731
+        loss, grads = jax.value_and_grad(lossf)(p)
+        u, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, u), s, loss
+
     cw = np.array([len(y) / (2 * np.sum(y == 0)), len(y) / (2 * np.sum(y == 1))], np.float32)
     for epoch in range(args.epochs):
         t0, losses = time.time(), []
@@ -261,21 +271,13 @@ def main() -> None:
     params = init(k)
     steps = args.epochs * (len(y) // args.batch)
     opt = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 2e-3, min(300, steps // 2), steps), weight_decay=1e-2)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(p, s, xs, yb, wb, k):
-        lossf = lambda p: jnp.mean(wb * optax.sigmoid_binary_cross_entropy(forward(p, jstats, xs, k), yb))  # noqa: E731
-        loss, grads = jax.value_and_grad(lossf)(p)
-        u, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, u), s, loss
-
     logit = jax.jit(lambda p, xs: forward(p, jstats, xs))
 
     def predict(p):
         return np.concatenate([np.asarray(logit(p, [xv[n][i : i + 512].astype(np.float32) for n in order_names])) for i in range(0, len(yv), 512)])
 
-    params = fit(step, params, state, key, rng, lambda idx: [x[n][idx].astype(np.float32) for n in order_names], y, yv, predict, args)
+    batch_of = lambda idx: [x[n][idx].astype(np.float32) for n in order_names]  # noqa: E731
+    params = fit(opt, lambda p, xs, k: forward(p, jstats, xs, k), params, key, rng, batch_of, y, yv, predict, args)
     pv = 1 / (1 + np.exp(-predict(params)))
     report, threshold = view_report(args, taps, order_names, y, yv, pv, val_items)
     doc = f"facegate MAD: a CNN on the recognizer's feature maps of {VIEWS[args.view][2]}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"

@@ -129,21 +129,12 @@ def main() -> None:
     steps = args.epochs * (len(y) // args.batch)
     schedule = lambda peak: optax.warmup_cosine_decay_schedule(0.0, peak, min(300, steps // 2), steps)  # noqa: E731
     opt = optax.multi_transform({"w": optax.adamw(schedule(3e-4), weight_decay=1e-4), "out": optax.adamw(schedule(1e-2), weight_decay=1e-4)}, {"w": "w", "out": "out"})
-    state = opt.init(params)
-
-    @jax.jit
-    def step(p, s, xb, yb, wb, k):
-        lossf = lambda p: jnp.mean(wb * optax.sigmoid_binary_cross_entropy(logits(tail, p, xb, k), yb))  # noqa: E731
-        loss, grads = jax.value_and_grad(lossf)(p)
-        u, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, u), s, loss
-
     logit = jax.jit(lambda p, xb: logits(tail, p, xb))
 
     def predict(p):
         return np.concatenate([np.asarray(logit(p, xv[i : i + 512].astype(np.float32))) for i in range(0, len(yv), 512)])
 
-    params = fit(step, params, state, key, rng, lambda idx: x[idx].astype(np.float32), y, yv, predict, args)
+    params = fit(opt, lambda p, xb, k: logits(tail, p, xb, k), params, key, rng, lambda idx: x[idx].astype(np.float32), y, yv, predict, args)
     pv = 1 / (1 + np.exp(-predict(params)))
     report, threshold = view_report(args, taps, [START[0]], y, yv, pv, val_items)
     doc = f"facegate MAD: the recognizer's layers after node {START[0]}, fine-tuned, on {VIEWS[args.view][2]}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
