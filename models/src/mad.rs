@@ -213,11 +213,14 @@ impl OnnxMad {
         if embedding_dim.is_some() || !taps.is_empty() || !weights.is_empty() {
             check_recognizer(&session, path, recognizer)?;
         }
-        let recognizer_file = || {
+        // Read once: a model may both start from its weights and read its feature maps.
+        let recognizer_file = if weights.is_empty() && taps.is_empty() {
+            Vec::new()
+        } else {
             std::fs::read(recognizer.path).map_err(|e| ModelError::File {
                 path: recognizer.path.to_path_buf(),
                 reason: e.to_string(),
-            })
+            })?
         };
         let session = if weights.is_empty() {
             session
@@ -226,7 +229,7 @@ impl OnnxMad {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            let filled = onnx_edit::with_weights(&model, &recognizer_file()?, &weights).map_err(|reason| ModelError::File {
+            let filled = onnx_edit::with_weights(&model, &recognizer_file, &weights).map_err(|reason| ModelError::File {
                 path: path.to_path_buf(),
                 reason: format!("it starts from recognizer weights the configured recognizer does not have: {reason}"),
             })?;
@@ -245,7 +248,7 @@ impl OnnxMad {
             nodes.sort_unstable();
             nodes.dedup();
             let views: Vec<View> = View::ALL.into_iter().filter(|v| taps.iter().any(|(t, _)| t == v)).collect();
-            let exposed = onnx_edit::with_outputs(&recognizer_file()?, &nodes).map_err(|reason| ModelError::File {
+            let exposed = onnx_edit::with_outputs(&recognizer_file, &nodes).map_err(|reason| ModelError::File {
                 path: recognizer.path.to_path_buf(),
                 reason: format!("cannot expose the nodes {nodes:?} the MAD model reads: {reason}"),
             })?;
