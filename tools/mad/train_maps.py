@@ -239,9 +239,10 @@ def fit(opt, logits, params, key, rng, batch_of, y, yv, predict, args):
     return params
 
 
-def view_report(args, taps, inputs, y, yv, pv, val_items):
-    """The report of a trained network (validation probabilities `pv`) and its threshold at
-    validation BPCER 1 %."""
+def finish(args, taps, inputs, y, yv, pv, val_items, what, export_as):
+    """The report of a trained network (validation probabilities `pv`), its threshold at
+    validation BPCER 1 %, its export (`export_as(doc)` writes args.out) checked against JAX on
+    the full-size maps the service feeds, and the report written."""
     threshold = threshold_at_bpcer(pv[yv == 0], 0.01)
     report = {
         "seed": args.seed,
@@ -254,7 +255,11 @@ def view_report(args, taps, inputs, y, yv, pv, val_items):
         "val_by_source": by_source(pv[yv == 0], pv, yv, np.array([i[2] for i in val_items]), threshold),
     }
     print(json.dumps(report, indent=1))
-    return report, threshold
+    export_as(f"facegate MAD: {what}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}")
+    paths = [i[0] for i in val_items]
+    check_export(args.out, lambda i: taps.feed(paths[i : i + 1]), pv, paths)
+    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")
 
 
 def main() -> None:
@@ -279,14 +284,8 @@ def main() -> None:
     batch_of = lambda idx: [x[n][idx].astype(np.float32) for n in order_names]  # noqa: E731
     params = fit(opt, lambda p, xs, k: forward(p, jstats, xs, k), params, key, rng, batch_of, y, yv, predict, args)
     pv = 1 / (1 + np.exp(-predict(params)))
-    report, threshold = view_report(args, taps, order_names, y, yv, pv, val_items)
-    doc = f"facegate MAD: a CNN on the recognizer's feature maps of {VIEWS[args.view][2]}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
-    export(params, stats, args.out, doc, taps.sha256, taps.prefix)
-    # The exported graph on the full-size maps the service feeds, against JAX on the stored ones.
-    paths = [i[0] for i in val_items]
-    check_export(args.out, lambda i: taps.feed(paths[i : i + 1]), pv, paths)
-    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")
+    what = f"a CNN on the recognizer's feature maps of {VIEWS[args.view][2]}"
+    finish(args, taps, order_names, y, yv, pv, val_items, what, lambda doc: export(params, stats, args.out, doc, taps.sha256, taps.prefix))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ the recognizer's, which the service adds back from its own recognizer file.
 Usage: train_tail.py --set DIR --lfw-crops DIR --set-crops DIR [--view aligned --lfw-aligned DIR --set-aligned DIR]
                      --recognizer w600k_mbf.onnx --out model.onnx --report report.json
 """
-import json
 from pathlib import Path
 
 import jax
@@ -37,8 +36,8 @@ import onnx
 import optax
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, check_export
-from train_maps import VIEWS, fit, view_arguments, view_data, view_report
+from train import OPSET
+from train_maps import VIEWS, finish, fit, view_arguments, view_data
 
 START = ("473", 256, 14, "keep")  # where the fine-tuned copy takes over from the recognizer
 SCALE = 10.0  # the unit embedding times this feeds the logistic output (cosines are small)
@@ -136,13 +135,8 @@ def main() -> None:
 
     params = fit(opt, lambda p, xb, k: logits(tail, p, xb, k), params, key, rng, lambda idx: x[idx].astype(np.float32), y, yv, predict, args)
     pv = 1 / (1 + np.exp(-predict(params)))
-    report, threshold = view_report(args, taps, [START[0]], y, yv, pv, val_items)
-    doc = f"facegate MAD: the recognizer's layers after node {START[0]}, fine-tuned, on {VIEWS[args.view][2]}. Seed {args.seed}; validation threshold at BPCER 1 %: {threshold:.4f}"
-    export(tail, params, args.out, doc, taps.sha256, taps.prefix)
-    paths = [i[0] for i in val_items]
-    check_export(args.out, lambda i: taps.feed(paths[i : i + 1]), pv, paths)
-    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes) and {args.report}")
+    what = f"the recognizer's layers after node {START[0]}, fine-tuned, on {VIEWS[args.view][2]}"
+    finish(args, taps, [START[0]], y, yv, pv, val_items, what, lambda doc: export(tail, params, args.out, doc, taps.sha256, taps.prefix))
 
 
 if __name__ == "__main__":
