@@ -190,8 +190,8 @@ impl Default for PadConfig {
 impl Default for MadConfig {
     fn default() -> Self {
         Self {
-            file: PathBuf::from("facegate-mad-v7.onnx"),
-            threshold: 0.9999966,
+            file: PathBuf::from("facegate-mad-v8.onnx"),
+            threshold: 0.9046,
             input_size: 128,
             context: 1.5,
         }

@@ -64,13 +64,13 @@ fi
     --recognizer models/files/w600k_mbf.onnx --out "$work/member-maps-aligned.onnx" --report "$work/member-maps-aligned.json"
 "$venv/bin/python" tools/mad/train_tail.py "${data[@]}" "${aligned[@]}" --view aligned --seed 20261129 \
     --recognizer models/files/w600k_mbf.onnx --out "$work/member-tail-aligned.onnx" --report "$work/member-tail-aligned.json"
-"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" "${aligned[@]}" --out models/mad/facegate-mad-v7.onnx --report models/mad/report.json \
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" "${aligned[@]}" --out models/mad/facegate-mad-v8.onnx --report models/mad/report.json \
     --embeddings "$work/lfw.jsonl" "$work/set.jsonl" --recognizer models/files/w600k_mbf.onnx \
-    --maps "$work/member-maps.onnx" --maps "$work/member-maps-aligned.onnx" --maps "$work/member-tail-aligned.onnx" \
+    --maps "$work/member-maps.onnx" --maps "$work/member-maps-aligned.onnx" --maps "$work/member-tail-aligned.onnx" --calibrate \
     "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
 # The image-only v2 (for other recognizers) is the same step without --embeddings, --maps and
 # --recognizer on v3's networks: the abs one trained without --extra-set.
-sha256sum models/mad/facegate-mad-v7.onnx
+sha256sum models/mad/facegate-mad-v8.onnx
 echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
 echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"
