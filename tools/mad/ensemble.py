@@ -28,13 +28,17 @@ validation the same way, on top of the networks, the embedding model and the `--
 train_tail.py's fine-tuned copy of the recognizer's last layers, whose weights are shipped as their
 difference to the recognizer's (`as_delta`, below).
 
+With `--calibrate` (v8), the joined logit is scaled and shifted before the sigmoid by a
+logistic regression on the validation logits (`calibrate`, below), so the score reads as a
+probability instead of crowding at 1.0.
+
 The joined graph is checked against the members run one by one, then scored on the
 validation crops: the threshold is set there at BPCER 1 %, and the report written with
 the same figures as train.py's.
 
 Usage: ensemble.py --set DIR --lfw-crops DIR --set-crops DIR --out model.onnx --report report.json
        [--extra-set DIR --extra-crops DIR] [--embeddings LFW.jsonl SET.jsonl [EXTRA.jsonl] --recognizer w600k_mbf.onnx]
-       [--maps MAPS.onnx --recognizer w600k_mbf.onnx --lfw-aligned DIR --set-aligned DIR]
+       [--maps MAPS.onnx --recognizer w600k_mbf.onnx --lfw-aligned DIR --set-aligned DIR] [--calibrate]
        MEMBER.onnx...
 """
 import hashlib
@@ -291,7 +295,7 @@ def main() -> None:
     ap.add_argument("--embeddings", nargs="+", metavar="JSONL", help="`facegate faces` outputs of the photos, of the set and (with --extra-set) of the extra set's morphs: add the embedding model")
     ap.add_argument("--recognizer", help="the recognizer ONNX file that made those embeddings (its sha256 goes into the model)")
     ap.add_argument("--maps", action="append", help="a train_maps.py output (on the recognizer's feature maps; needs --recognizer): add it, weighted; repeatable, each weighted on top of the ones before")
-    ap.add_argument("--calibrate", action="store_true", help="scale the joined logit to a readable probability (Platt scaling on validation; v8 on)")
+    ap.add_argument("--calibrate", action="store_true", help="scale the joined logit to a readable probability (Platt scaling on validation; v8 is made with it)")
     ap.add_argument("members", nargs="+", help="train.py outputs, with their reports next to them (same name, .json)")
     args = ap.parse_args()
     if bool(args.embeddings or args.maps) != bool(args.recognizer):
