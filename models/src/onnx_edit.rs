@@ -21,6 +21,7 @@ const INITIALIZER: u64 = 5; // GraphProto.initializer
 const INPUT: u64 = 11; // GraphProto.input
 const OUTPUT: u64 = 12; // GraphProto.output
 const TENSOR_NAME: u64 = 8; // TensorProto.name
+const VALUE_INFO_NAME: u64 = 1; // ValueInfoProto.name
 
 /// `model` (a serialised ONNX ModelProto) with `names` appended to its graph's outputs.
 /// Does not check that the names exist: ONNX Runtime refuses a model whose outputs name
@@ -40,7 +41,7 @@ pub fn with_weights(model: &[u8], source: &[u8], names: &[(String, String)]) -> 
     let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
     for_each_field(graph_of(source)?, |field, value| {
         if field == INITIALIZER {
-            let name = tensor_name(value)?;
+            let name = string_field(value, TENSOR_NAME)?;
             for (slot, (to, from)) in found.iter_mut().zip(names) {
                 if from.as_bytes() == name {
                     *slot = Some(renamed(value, to)?);
@@ -62,16 +63,16 @@ pub fn with_weights(model: &[u8], source: &[u8], names: &[(String, String)]) -> 
         // The filled inputs are declared no more: ONNX Runtime treats an initializer that is
         // also an input as overridable, and leaves it out of constant folding.
         let mut kept = Vec::with_capacity(graph.len());
-        let mut rest = &graph[..];
-        while !rest.is_empty() {
-            let start = rest;
-            let key = varint(&mut rest)?;
-            let value = skip(&mut rest, key & 7)?;
-            let filled = key == INPUT << 3 | 2 && names.iter().any(|(to, _)| value_info_name(value).is_ok_and(|n| n == to.as_bytes()));
+        walk(graph, |key, value, field| {
+            let filled = key == INPUT << 3 | 2
+                && names
+                    .iter()
+                    .any(|(to, _)| string_field(value, VALUE_INFO_NAME).is_ok_and(|n| n == to.as_bytes()));
             if !filled {
-                kept.extend_from_slice(&start[..start.len() - rest.len()]);
+                kept.extend_from_slice(field);
             }
-        }
+            Ok(())
+        })?;
         *graph = kept;
         for tensor in found.iter().flatten() {
             field_bytes(graph, INITIALIZER, tensor);
@@ -80,30 +81,13 @@ pub fn with_weights(model: &[u8], source: &[u8], names: &[(String, String)]) -> 
     })
 }
 
-/// The name of a ValueInfoProto.
-fn value_info_name(info: &[u8]) -> Result<&[u8], String> {
-    let mut name: &[u8] = &[];
-    for_each_field(info, |field, value| {
-        if field == 1 {
-            name = value;
-        }
-        Ok(())
-    })?;
-    Ok(name)
-}
-
 /// `model` with its one graph message extended by `edit` (fields appended after its own).
 fn edit_graph(model: &[u8], edit: impl FnOnce(&mut Vec<u8>) -> Result<(), String>) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(model.len() + 256);
     let mut edit = Some(edit);
     let mut graphs = 0;
-    let mut rest = model;
-    while !rest.is_empty() {
-        let start = rest;
-        let key = varint(&mut rest)?;
-        let (field, wire) = (key >> 3, key & 7);
-        let value = skip(&mut rest, wire)?;
-        if field == GRAPH && wire == 2 {
+    walk(model, |key, value, field| {
+        if key == GRAPH << 3 | 2 {
             graphs += 1;
             let mut graph = value.to_vec();
             if let Some(edit) = edit.take() {
@@ -111,9 +95,10 @@ fn edit_graph(model: &[u8], edit: impl FnOnce(&mut Vec<u8>) -> Result<(), String
             }
             field_bytes(&mut out, GRAPH, &graph);
         } else {
-            out.extend_from_slice(&start[..start.len() - rest.len()]);
+            out.extend_from_slice(field);
         }
-    }
+        Ok(())
+    })?;
     match graphs {
         1 => Ok(out),
         n => Err(format!("{n} graphs in the model, one expected")),
@@ -137,41 +122,46 @@ fn graph_of(model: &[u8]) -> Result<&[u8], String> {
     }
 }
 
-/// Calls `f(field, value)` for each length-delimited field of a message; others are skipped.
-fn for_each_field<'a>(mut buf: &'a [u8], mut f: impl FnMut(u64, &'a [u8]) -> Result<(), String>) -> Result<(), String> {
+/// Calls `f(key, value, field)` for each field of a message, in order: its key (field number
+/// and wire type), a length-delimited value's bytes (empty for other wire types) and the
+/// field's whole encoding, for copying it as it is.
+fn walk<'a>(mut buf: &'a [u8], mut f: impl FnMut(u64, &'a [u8], &'a [u8]) -> Result<(), String>) -> Result<(), String> {
     while !buf.is_empty() {
+        let start = buf;
         let key = varint(&mut buf)?;
         let value = skip(&mut buf, key & 7)?;
-        if key & 7 == 2 {
-            f(key >> 3, value)?;
-        }
+        f(key, value, &start[..start.len() - buf.len()])?;
     }
     Ok(())
 }
 
-fn tensor_name(tensor: &[u8]) -> Result<&[u8], String> {
-    let mut name: &[u8] = &[];
-    for_each_field(tensor, |field, value| {
-        if field == TENSOR_NAME {
-            name = value;
+/// Calls `f(field, value)` for each length-delimited field of a message; others are skipped.
+fn for_each_field<'a>(buf: &'a [u8], mut f: impl FnMut(u64, &'a [u8]) -> Result<(), String>) -> Result<(), String> {
+    walk(buf, |key, value, _| if key & 7 == 2 { f(key >> 3, value) } else { Ok(()) })
+}
+
+/// The last value of a string (or bytes) field of a message; empty if it has none, as
+/// protobuf reads a missing string.
+fn string_field(message: &[u8], field: u64) -> Result<&[u8], String> {
+    let mut found: &[u8] = &[];
+    for_each_field(message, |f, value| {
+        if f == field {
+            found = value;
         }
         Ok(())
     })?;
-    Ok(name)
+    Ok(found)
 }
 
 /// A TensorProto with its name replaced: every other field copied as it is.
 fn renamed(tensor: &[u8], name: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(tensor.len() + name.len() + 4);
-    let mut rest = tensor;
-    while !rest.is_empty() {
-        let start = rest;
-        let key = varint(&mut rest)?;
-        skip(&mut rest, key & 7)?;
+    walk(tensor, |key, _, field| {
         if key >> 3 != TENSOR_NAME {
-            out.extend_from_slice(&start[..start.len() - rest.len()]);
+            out.extend_from_slice(field);
         }
-    }
+        Ok(())
+    })?;
     field_bytes(&mut out, TENSOR_NAME, name.as_bytes());
     Ok(out)
 }
@@ -185,7 +175,7 @@ fn value_info(name: &str) -> Vec<u8> {
     let mut ty = Vec::new();
     field_bytes(&mut ty, 1, &tensor);
     let mut info = Vec::new();
-    field_bytes(&mut info, 1, name.as_bytes());
+    field_bytes(&mut info, VALUE_INFO_NAME, name.as_bytes());
     field_bytes(&mut info, 2, &ty);
     info
 }
