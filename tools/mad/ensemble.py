@@ -32,17 +32,24 @@ With `--calibrate` (v8), the joined logit is scaled and shifted before the sigmo
 logistic regression on the validation logits (`calibrate`, below), so the score reads as a
 probability instead of crowding at 1.0.
 
-The joined graph is checked against the members run one by one, then scored on the
-validation crops: the threshold is set there at BPCER 1 %, and the report written with
-the same figures as train.py's.
+With `--base MODEL` instead of members, the `--maps` networks are added on top of a model this
+script made before (the shipped one), its joined logit weighted 1 and each new member's weight
+read off validation as above, then calibrated anew (`extend`, below). The members inside MODEL
+are not needed: a new member is measured against, and joined to, the shipped model without
+rebuilding the others (the whole recipe takes longer than a working session here).
+
+The joined graph is checked against the members run one by one (or against MODEL and the new
+members), then scored on the validation crops: the threshold is set there at BPCER 1 %, and the
+report written with the same figures as train.py's.
 
 Usage: ensemble.py --set DIR --lfw-crops DIR --set-crops DIR --out model.onnx --report report.json
        [--extra-set DIR --extra-crops DIR] [--embeddings LFW.jsonl SET.jsonl [EXTRA.jsonl] --recognizer w600k_mbf.onnx]
        [--maps MAPS.onnx --recognizer w600k_mbf.onnx --lfw-aligned DIR --set-aligned DIR] [--calibrate]
-       MEMBER.onnx...
+       MEMBER.onnx... | --base MODEL.onnx
 """
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,21 +104,34 @@ def join(members, doc, head=None, maps=(), calibration=None):
     if len(parts) > 1 or maps:
         nodes.append(helper.make_node("Mul", ["logit_sum", "views"], ["image_logit"]))
     for k, (member, weight) in enumerate(maps):
-        prefix = "maps_" if k == 0 else f"maps{k + 1}_"  # the first one's names as v5 was built
-        m = onnx.compose.add_prefix(member, prefix)
-        inits += list(m.graph.initializer)
-        own = {f"{prefix}{i.name}": i.name for i in member.graph.input}  # the inputs keep their names
-        for n in m.graph.node:
-            n.input[:] = [own.get(x, x) for x in n.input]
-        nodes += [n for n in m.graph.node if n.output[0] != f"{prefix}morph"]
-        have = {i.name for i in inputs}
-        inputs += [i for i in member.graph.input if i.name not in have]  # members may read the same recognizer node
-        inits.append(numpy_helper.from_array(np.array([weight], np.float32), f"{prefix}weight"))
-        nodes.append(helper.make_node("Mul", [f"{prefix}logit", f"{prefix}weight"], [f"{prefix}weighted"]))
-        parts.append(f"{prefix}weighted")
+        parts.append(add_maps(nodes, inits, inputs, member, weight, "maps_" if k == 0 else f"maps{k + 1}_"))  # the first one's names as v5 was built
     if len(parts) > 1:
         # Add for two parts, as v3 and v4 were built.
         nodes.append(helper.make_node("Add" if len(parts) == 2 else "Sum", parts, ["logit"]))
+    return finish_graph(nodes, inits, inputs, calibration, doc)
+
+
+def add_maps(nodes, inits, inputs, member, weight, prefix) -> str:
+    """Append a --maps member's nodes and weights, its names prefixed but its inputs
+    (`recognizer:NODE`, `recognizer_aligned:NODE`, `recognizer_weight:NAME`) kept, so that
+    members reading the same recognizer node or weight share the input; returns its
+    weighted logit's name."""
+    m = onnx.compose.add_prefix(member, prefix)
+    inits += list(m.graph.initializer)
+    own = {f"{prefix}{i.name}": i.name for i in member.graph.input}
+    for n in m.graph.node:
+        n.input[:] = [own.get(x, x) for x in n.input]
+    nodes += [n for n in m.graph.node if n.output[0] != f"{prefix}morph"]
+    have = {i.name for i in inputs}
+    inputs += [i for i in member.graph.input if i.name not in have]
+    inits.append(numpy_helper.from_array(np.array([weight], np.float32), f"{prefix}weight"))
+    nodes.append(helper.make_node("Mul", [f"{prefix}logit", f"{prefix}weight"], [f"{prefix}weighted"]))
+    return f"{prefix}weighted"
+
+
+def finish_graph(nodes, inits, inputs, calibration, doc):
+    """The model whose output `morph` is the sigmoid of the `logit` edge, with `calibration`
+    = (scale, bias) of scale * logit + bias."""
     if calibration is None:
         nodes.append(helper.make_node("Sigmoid", ["logit"], ["morph"]))
     else:
@@ -126,6 +146,29 @@ def join(members, doc, head=None, maps=(), calibration=None):
     model.doc_string = doc
     onnx.checker.check_model(model)
     return model
+
+
+# What the joined logit turns into, removed when a shipped model is extended.
+OUTPUT_EDGES = {"morph", "logit_scaled", "calibrated"}
+OUTPUT_WEIGHTS = {"calibration_scale", "calibration_bias"}
+
+
+def extend(base, maps, calibration, doc):
+    """The shipped model `base` with more --maps members added on top of its joined logit
+    (which it keeps, as `base_logit`), calibrated anew: a new member is then measured and
+    shipped without retraining the ones inside `base`."""
+    g, nodes = base.graph, []
+    for n in g.node:
+        if n.output[0] not in OUTPUT_EDGES:
+            nodes.append(onnx.NodeProto())
+            nodes[-1].CopyFrom(n)
+            nodes[-1].output[:] = ["base_logit" if x == "logit" else x for x in n.output]
+    inits = [i for i in g.initializer if i.name not in OUTPUT_WEIGHTS]
+    inputs = list(g.input)
+    taken = sum(1 for i in inits if re.fullmatch(r"maps\d*_weight", i.name))
+    parts = ["base_logit"] + [add_maps(nodes, inits, inputs, member, weight, f"maps{taken + k + 1}_") for k, (member, weight) in enumerate(maps)]
+    nodes.append(helper.make_node("Sum", parts, ["logit"]))
+    return finish_graph(nodes, inits, inputs, calibration, doc)
 
 
 def with_logit(model):
@@ -276,6 +319,20 @@ def described(member, taps) -> str:
     return f", plus a CNN on the recognizer's feature maps of {view} (tools/mad/train_maps.py; inputs `{taps.prefix}NODE`)"
 
 
+def view_feeds(model, recognizer: Path, items, lfw, crops, args):
+    """What `run` needs to feed `model`'s recognizer inputs: per view it reads, the
+    recognizer's taps on that view of each item's face."""
+    names = [i.name for i in model.graph.input]
+    feeds = []
+    for view, (prefix, _, _) in VIEWS.items():
+        if any(n.startswith(prefix) for n in names):
+            faces = [i[0] for i in items]
+            if view == "aligned":
+                faces = aligned_paths(faces, [(lfw, args.lfw_aligned), (crops, args.set_aligned)])
+            feeds.append((RecognizerTaps(recognizer, view), faces))
+    return feeds
+
+
 def aligned_paths(crops, roots):
     """The aligned faces (facegate faces --aligned) of these MAD crops: same relative
     paths under the aligned folder that goes with each crop folder."""
@@ -296,8 +353,11 @@ def main() -> None:
     ap.add_argument("--recognizer", help="the recognizer ONNX file that made those embeddings (its sha256 goes into the model)")
     ap.add_argument("--maps", action="append", help="a train_maps.py output (on the recognizer's feature maps; needs --recognizer): add it, weighted; repeatable, each weighted on top of the ones before")
     ap.add_argument("--calibrate", action="store_true", help="scale the joined logit to a readable probability (Platt scaling on validation; v8 is made with it)")
-    ap.add_argument("members", nargs="+", help="train.py outputs, with their reports next to them (same name, .json)")
+    ap.add_argument("--base", help="a model this script made (the shipped one): add the --maps members to it instead of joining MEMBERs")
+    ap.add_argument("members", nargs="*", help="train.py outputs, with their reports next to them (same name, .json)")
     args = ap.parse_args()
+    if bool(args.base) == bool(args.members):
+        raise SystemExit("give either MEMBERs or --base")
     if bool(args.embeddings or args.maps) != bool(args.recognizer):
         raise SystemExit("--recognizer goes with --embeddings or --maps")
     recognizer_sha256 = hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest() if args.recognizer else None
@@ -313,12 +373,20 @@ def main() -> None:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     members = [onnx.load(m) for m in args.members]
-    model = join(members, "")
-    session = ort.InferenceSession(with_logit(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    image_logits = run(session, images, "logit")
+    weights = recognizer_weights(Path(args.recognizer)) if args.maps else {}
+    head, head_report, embeddings, base_feeds = None, None, None, []
+    if args.base:
+        base = onnx.load(args.base)
+        embeddings = embeddings_of(items, args.embeddings, roots) if args.embeddings else None
+        base_feeds = view_feeds(base, Path(args.recognizer), items, lfw, crops, args)
+        session = ort.InferenceSession(with_weights(with_logit(base), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        image_logits = run(session, images, "logit", embeddings, feeds=base_feeds)
+    else:
+        model = join(members, "")
+        session = ort.InferenceSession(with_logit(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        image_logits = run(session, images, "logit")
 
-    head, head_report, embeddings = None, None, None
-    if args.embeddings:
+    if args.embeddings and not args.base:
         train_items = crop_list(manifest, "train", lfw, crops) + extra_items(args)
         train_x = embeddings_of(train_items, args.embeddings, roots)
         embeddings = embeddings_of(items, args.embeddings, roots)
@@ -327,18 +395,13 @@ def main() -> None:
         model = join(members, "", head)
 
     maps, maps_reports, feeds, maps_logits = [], [], [], []
-    weights = recognizer_weights(Path(args.recognizer)) if args.maps else {}
     so_far = image_logits + ((embeddings @ head[0] + head[1])[:, 0] if head else 0)
     for path in args.maps or []:
         maps_model = as_delta(onnx.load(path), weights)
         named = {p.key: p.value for p in maps_model.metadata_props}.get("facegate.embedding_sha256")
         if named != recognizer_sha256:
             raise SystemExit(f"{path} was trained on the recognizer {named}, not on {args.recognizer} ({recognizer_sha256})")
-        view = next(v for v, (prefix, _, _) in VIEWS.items() if maps_model.graph.input[0].name.startswith(prefix))
-        faces = [i[0] for i in items]
-        if view == "aligned":
-            faces = aligned_paths(faces, [(lfw, args.lfw_aligned), (crops, args.set_aligned)])
-        feeds.append((RecognizerTaps(Path(args.recognizer), view), faces))
+        feeds += view_feeds(maps_model, Path(args.recognizer), items, lfw, crops, args)
         s = ort.InferenceSession(with_weights(with_logit(maps_model), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         maps_logits.append(run(s, images, "logit", feeds=feeds[-1:]))
         weight, report = fusion_weight(so_far, maps_logits[-1], labels, [i[3] for i in items], MAPS_WEIGHTS)
@@ -346,11 +409,13 @@ def main() -> None:
         maps_reports.append({"member": json.loads(Path(path).with_suffix(".json").read_text()) | {"file": Path(path).name}} | report)
         maps.append((maps_model, weight))
     calibration, calibration_report = calibrate(so_far, labels) if args.calibrate else (None, None)
-    if maps or calibration:
+    if args.base:
+        model = extend(base, maps, calibration, "")
+    elif maps or calibration:
         model = join(members, "", head, maps, calibration)
     if head or maps or calibration:
         session = ort.InferenceSession(with_weights(model, weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        scores = run(session, images, embeddings=embeddings, feeds=feeds)
+        scores = run(session, images, embeddings=embeddings, feeds=base_feeds + feeds)
     else:
         scores = 1 / (1 + np.exp(-image_logits))
 
@@ -361,13 +426,13 @@ def main() -> None:
     for m in members:
         s = ort.InferenceSession(with_logit(m).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         views += [run(s, sample, "logit"), run(s, sample[:, :, :, ::-1].copy(), "logit")]
-    want = np.mean(views, axis=0)
+    want = image_logits[::50] if args.base else np.mean(views, axis=0)
     if head:
         want = want + (embeddings[::50] @ head[0] + head[1])[:, 0]
     for logits, (_, weight) in zip(maps_logits, maps):
         want = want + logits[::50] * weight
     joined = ort.InferenceSession(with_weights(with_logit(model), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], feeds=[(taps, paths[::50]) for taps, paths in feeds])).max()
+    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], feeds=[(taps, paths[::50]) for taps, paths in base_feeds + feeds])).max()
     if not err <= 1e-3:
         raise SystemExit(f"joined graph disagrees with its members by {err} in logit")
 
@@ -382,6 +447,9 @@ def main() -> None:
     }
     for member, path in zip(report["members"], args.members):
         member["file"] = Path(path).name
+    if args.base:
+        report["base"] = {"file": Path(args.base).name, "sha256": hashlib.sha256(Path(args.base).read_bytes()).hexdigest()}
+        del report["members"], report["views"]
     if head:
         report["embedding"] = head_report
     if maps:
@@ -389,9 +457,11 @@ def main() -> None:
     if calibration:
         report["calibration"] = calibration_report
     print(json.dumps({k: v for k, v in report.items() if k != "members"}, indent=1))
+    # Extended, the base's own description up to its calibration and threshold.
     model.doc_string = (
-        f"facegate MAD: {len(members)} residual-energy-map CNNs (tools/mad/train.py), each on the {SIZE}x{SIZE} MAD crop "
-        f"and its mirror image, mean logit"
+        (re.split("; the sum scaled|; RGB", base.doc_string)[0] if args.base else
+         f"facegate MAD: {len(members)} residual-energy-map CNNs (tools/mad/train.py), each on the {SIZE}x{SIZE} MAD crop "
+         f"and its mirror image, mean logit")
         + (", plus a linear model on the recognizer's embedding (input `embedding`)" if head else "")
         + "".join(described(m, taps) for (taps, _), (m, _) in zip(feeds, maps))
         + ("; the sum scaled and shifted (Platt, on validation)" if calibration else "")
