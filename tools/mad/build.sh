@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild facegate's MAD model from the evaluation photos, end to end (about 3 hours on
+# Rebuild facegate's MAD model from the evaluation photos, end to end (about 3.5 hours on
 # 2 cores):
 #   tools/mad/build.sh FACES_DIR [WORK_DIR]
 # FACES_DIR is laid out like ../shared/data/faces (lfw/images/<Name>/*.jpg). WORK_DIR
