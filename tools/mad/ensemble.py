@@ -358,8 +358,8 @@ def main() -> None:
     args = ap.parse_args()
     if bool(args.base) == bool(args.members):
         raise SystemExit("give either MEMBERs or --base")
-    if bool(args.embeddings or args.maps) != bool(args.recognizer):
-        raise SystemExit("--recognizer goes with --embeddings or --maps")
+    if bool(args.embeddings or args.maps or args.base) != bool(args.recognizer):
+        raise SystemExit("--recognizer goes with --embeddings, --maps or --base")
     recognizer_sha256 = hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest() if args.recognizer else None
     roots = [Path(args.lfw_crops), Path(args.set_crops)] + ([Path(args.extra_crops)] if args.extra_set else [])
     if args.embeddings and len(args.embeddings) != len(roots):
@@ -373,10 +373,13 @@ def main() -> None:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     members = [onnx.load(m) for m in args.members]
-    weights = recognizer_weights(Path(args.recognizer)) if args.maps else {}
+    weights = recognizer_weights(Path(args.recognizer)) if args.maps or args.base else {}
     head, head_report, embeddings, base_feeds = None, None, None, []
     if args.base:
         base = onnx.load(args.base)
+        reads = {i.name for i in base.graph.input}
+        if "embedding" in reads and not args.embeddings:
+            raise SystemExit(f"{args.base} reads the recognizer's embedding: give --embeddings")
         embeddings = embeddings_of(items, args.embeddings, roots) if args.embeddings else None
         base_feeds = view_feeds(base, Path(args.recognizer), items, lfw, crops, args)
         session = ort.InferenceSession(with_weights(with_logit(base), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
