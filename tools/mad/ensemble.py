@@ -319,9 +319,10 @@ def described(member, taps) -> str:
     return f", plus a CNN on the recognizer's feature maps of {view} (tools/mad/train_maps.py; inputs `{taps.prefix}NODE`)"
 
 
-def view_feeds(model, recognizer: Path, items, lfw, crops, args):
+def view_feeds(model, taps: dict, recognizer: Path, items, lfw, crops, args):
     """What `run` needs to feed `model`'s recognizer inputs: per view it reads, the
-    recognizer's taps on that view of each item's face."""
+    recognizer's taps on that view of each item's face. `taps` holds one per view, made on
+    first use and shared by every model that reads the view."""
     names = [i.name for i in model.graph.input]
     feeds = []
     for view, (prefix, _, _) in VIEWS.items():
@@ -329,8 +330,16 @@ def view_feeds(model, recognizer: Path, items, lfw, crops, args):
             faces = [i[0] for i in items]
             if view == "aligned":
                 faces = aligned_paths(faces, [(lfw, args.lfw_aligned), (crops, args.set_aligned)])
-            feeds.append((RecognizerTaps(recognizer, view), faces))
+            if view not in taps:
+                taps[view] = RecognizerTaps(recognizer, view)
+            feeds.append((taps[view], faces))
     return feeds
+
+
+def distinct(feeds):
+    """One feed per view: members reading the same view read the same recognizer run, which
+    `run` would otherwise repeat for each of them."""
+    return list({taps.view: (taps, paths) for taps, paths in feeds}.values())
 
 
 def aligned_paths(crops, roots):
@@ -374,14 +383,14 @@ def main() -> None:
     opts.intra_op_num_threads = 2
     members = [onnx.load(m) for m in args.members]
     weights = recognizer_weights(Path(args.recognizer)) if args.maps or args.base else {}
-    head, head_report, embeddings, base_feeds = None, None, None, []
+    head, head_report, embeddings, base_feeds, taps_by_view = None, None, None, [], {}
     if args.base:
         base = onnx.load(args.base)
         reads = {i.name for i in base.graph.input}
         if "embedding" in reads and not args.embeddings:
             raise SystemExit(f"{args.base} reads the recognizer's embedding: give --embeddings")
         embeddings = embeddings_of(items, args.embeddings, roots) if args.embeddings else None
-        base_feeds = view_feeds(base, Path(args.recognizer), items, lfw, crops, args)
+        base_feeds = view_feeds(base, taps_by_view, Path(args.recognizer), items, lfw, crops, args)
         session = ort.InferenceSession(with_weights(with_logit(base), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         image_logits = run(session, images, "logit", embeddings, feeds=base_feeds)
     else:
@@ -404,7 +413,7 @@ def main() -> None:
         named = {p.key: p.value for p in maps_model.metadata_props}.get("facegate.embedding_sha256")
         if named != recognizer_sha256:
             raise SystemExit(f"{path} was trained on the recognizer {named}, not on {args.recognizer} ({recognizer_sha256})")
-        feeds += view_feeds(maps_model, Path(args.recognizer), items, lfw, crops, args)
+        feeds += view_feeds(maps_model, taps_by_view, Path(args.recognizer), items, lfw, crops, args)
         s = ort.InferenceSession(with_weights(with_logit(maps_model), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         maps_logits.append(run(s, images, "logit", feeds=feeds[-1:]))
         weight, report = fusion_weight(so_far, maps_logits[-1], labels, [i[3] for i in items], MAPS_WEIGHTS)
@@ -418,7 +427,7 @@ def main() -> None:
         model = join(members, "", head, maps, calibration)
     if head or maps or calibration:
         session = ort.InferenceSession(with_weights(model, weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        scores = run(session, images, embeddings=embeddings, feeds=base_feeds + feeds)
+        scores = run(session, images, embeddings=embeddings, feeds=distinct(base_feeds + feeds))
     else:
         scores = 1 / (1 + np.exp(-image_logits))
 
@@ -435,7 +444,7 @@ def main() -> None:
     for logits, (_, weight) in zip(maps_logits, maps):
         want = want + logits[::50] * weight
     joined = ort.InferenceSession(with_weights(with_logit(model), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], feeds=[(taps, paths[::50]) for taps, paths in base_feeds + feeds])).max()
+    err = np.abs(want - run(joined, sample, "logit", None if embeddings is None else embeddings[::50], feeds=[(t, paths[::50]) for t, paths in distinct(base_feeds + feeds)])).max()
     if not err <= 1e-3:
         raise SystemExit(f"joined graph disagrees with its members by {err} in logit")
 
