@@ -206,35 +206,44 @@ impl OnnxMad {
         recognizer: RecognizerSource,
         intra_threads: usize,
     ) -> Result<Self, ModelError> {
-        let session = runtime::session(path, intra_threads)?;
-        let side = i64::from(cfg.input_size);
-        runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
-        let (embedding_dim, taps, weights) = recognizer_inputs(&session, recognizer)?;
-        if embedding_dim.is_some() || !taps.is_empty() || !weights.is_empty() {
-            check_recognizer(&session, path, recognizer)?;
+        let file_err = |reason: String| ModelError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let not_onnx = |e: String| file_err(format!("not an ONNX model: {e}"));
+        // Read and edited before ONNX Runtime sees it, so that one session is built of it.
+        let model = runtime::read_model(path)?;
+        let declared = onnx_edit::input_names(&model).map_err(not_onnx)?;
+        let weights = weight_reads(&declared);
+        let reads_maps = declared.iter().any(|n| View::of(n).is_some());
+        let reads_recognizer = reads_maps || !weights.is_empty() || declared.iter().any(|n| n == "embedding");
+        if reads_recognizer {
+            let named = onnx_edit::metadata(&model, EMBEDDING_SHA256_KEY).map_err(not_onnx)?;
+            check_recognizer(named.as_deref(), recognizer).map_err(file_err)?;
         }
         // Read once: a model may both start from its weights and read its feature maps.
-        let recognizer_file = if weights.is_empty() && taps.is_empty() {
-            Vec::new()
-        } else {
+        let recognizer_file = if reads_maps || !weights.is_empty() {
             std::fs::read(recognizer.path).map_err(|e| ModelError::File {
                 path: recognizer.path.to_path_buf(),
                 reason: e.to_string(),
             })?
+        } else {
+            Vec::new()
         };
         let session = if weights.is_empty() {
-            session
+            runtime::session_from_memory(path, &model, intra_threads)?
         } else {
-            let model = std::fs::read(path).map_err(|e| ModelError::File {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let filled = onnx_edit::with_weights(&model, &recognizer_file, &weights).map_err(|reason| ModelError::File {
-                path: path.to_path_buf(),
-                reason: format!("it starts from recognizer weights the configured recognizer does not have: {reason}"),
+            let filled = onnx_edit::with_weights(&model, &recognizer_file, &weights).map_err(|e| {
+                file_err(format!(
+                    "it starts from recognizer weights the configured recognizer does not have: {e}"
+                ))
             })?;
             runtime::session_from_memory(path, &filled, intra_threads)?
         };
+        drop(model);
+        let side = i64::from(cfg.input_size);
+        runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
+        let (embedding_dim, taps) = recognizer_inputs(&session, recognizer)?;
         let taps = if taps.is_empty() {
             None
         } else if recognizer.config.input_size > cfg.input_size && taps.iter().any(|(v, _)| *v == View::CropCentre) {
@@ -300,19 +309,27 @@ type NodeReads = Vec<(View, String)>;
 /// The recognizer weights a MAD model starts from: (its input, the recognizer's initializer).
 type WeightReads = Vec<(String, String)>;
 
-/// The inputs after the image: the embedding's length, if the model has an `embedding`
-/// input, the recognizer nodes it reads and the recognizer weights it starts from; anything
-/// else is refused.
-fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, NodeReads, WeightReads), ModelError> {
-    let (mut dim, mut taps, mut weights) = (None, Vec::new(), Vec::new());
+/// The weights among a model's declared inputs (`WEIGHT_PREFIX`NAME).
+fn weight_reads(declared: &[String]) -> WeightReads {
+    declared
+        .iter()
+        .filter_map(|input| {
+            let weight = input.strip_prefix(WEIGHT_PREFIX).filter(|w| !w.is_empty())?;
+            Some((input.clone(), weight.to_string()))
+        })
+        .collect()
+}
+
+/// The inputs after the image, once the recognizer's weights are filled in: the
+/// embedding's length, if the model has an `embedding` input, and the recognizer nodes it
+/// reads; anything else is refused.
+fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, NodeReads), ModelError> {
+    let (mut dim, mut taps) = (None, Vec::new());
     for (i, input) in session.inputs().iter().enumerate().skip(1) {
         let shape = runtime::input_shape(session, i);
         match (input.name(), &shape[..], View::of(input.name())) {
             ("embedding", [_, d], _) if *d as usize == recognizer.dim => dim = Some(recognizer.dim),
             (_, [_, _, _, _], Some((view, node))) => taps.push((view, node.to_string())),
-            (name, _, _) if name.strip_prefix(WEIGHT_PREFIX).is_some_and(|w| !w.is_empty()) => {
-                weights.push((name.to_string(), name[WEIGHT_PREFIX.len()..].to_string()));
-            }
             (name, _, _) => {
                 return Err(ModelError::Shape {
                     model: "mad".into(),
@@ -328,13 +345,13 @@ fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<
             }
         }
     }
-    Ok((dim, taps, weights))
+    Ok((dim, taps))
 }
 
-/// Refuse a model that reads the recognizer unless it names it (by sha256) and that is the
-/// configured one.
-fn check_recognizer(session: &Session, path: &Path, recognizer: RecognizerSource) -> Result<(), ModelError> {
-    let reason = match (session.metadata()?.custom(EMBEDDING_SHA256_KEY), recognizer.sha256) {
+/// Refuse a model that reads the recognizer unless it names it (`named`: the sha256 in its
+/// metadata) and that is the configured one; the reason why.
+fn check_recognizer(named: Option<&str>, recognizer: RecognizerSource) -> Result<(), String> {
+    Err(match (named, recognizer.sha256) {
         (Some(want), Some(have)) if want.eq_ignore_ascii_case(have) => return Ok(()),
         (Some(want), Some(have)) => format!(
             "it reads the recognizer with sha256 {want}, not the configured one ({have}); \
@@ -344,10 +361,6 @@ fn check_recognizer(session: &Session, path: &Path, recognizer: RecognizerSource
                             (pipeline.recognizer.sha256)"
             .into(),
         (None, _) => format!("it reads the recognizer but does not name it ({EMBEDDING_SHA256_KEY})"),
-    };
-    Err(ModelError::File {
-        path: path.to_path_buf(),
-        reason,
     })
 }
 

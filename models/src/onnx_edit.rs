@@ -15,8 +15,12 @@
 //!   folds the sum once, at load.
 //!
 //! Every other byte is copied as it is, so nothing else about either model can change.
+//!
+//! `input_names` and `metadata` read what a model declares before any session is built of it,
+//! so that a model is edited first and given to ONNX Runtime once.
 
 const GRAPH: u64 = 7; // ModelProto.graph
+const METADATA_PROPS: u64 = 14; // ModelProto.metadata_props: StringStringEntryProto { key = 1, value = 2 }
 const INITIALIZER: u64 = 5; // GraphProto.initializer
 const INPUT: u64 = 11; // GraphProto.input
 const OUTPUT: u64 = 12; // GraphProto.output
@@ -79,6 +83,30 @@ pub fn with_weights(model: &[u8], source: &[u8], names: &[(String, String)]) -> 
         }
         Ok(())
     })
+}
+
+/// The names `model`'s graph declares as its inputs, in order.
+pub fn input_names(model: &[u8]) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for_each_field(graph_of(model)?, |field, value| {
+        if field == INPUT {
+            names.push(String::from_utf8_lossy(string_field(value, VALUE_INFO_NAME)?).into_owned());
+        }
+        Ok(())
+    })?;
+    Ok(names)
+}
+
+/// `model`'s metadata value for `key` (the last one, as ONNX Runtime reads it), if any.
+pub fn metadata(model: &[u8], key: &str) -> Result<Option<String>, String> {
+    let mut found = None;
+    for_each_field(model, |field, entry| {
+        if field == METADATA_PROPS && string_field(entry, 1)? == key.as_bytes() {
+            found = Some(String::from_utf8_lossy(string_field(entry, 2)?).into_owned());
+        }
+        Ok(())
+    })?;
+    Ok(found)
 }
 
 /// `model` with its one graph message extended by `edit` (fields appended after its own).
@@ -318,6 +346,27 @@ mod tests {
 
         let missing = [("recognizer_weight:x".to_string(), "x".to_string())];
         assert!(with_weights(&model, &source, &missing).unwrap_err().contains("\"x\""));
+    }
+
+    #[test]
+    fn reads_declared_inputs_and_metadata() {
+        let mut graph = Vec::new();
+        field_bytes(&mut graph, 2, b"g");
+        field_bytes(&mut graph, INPUT, &value_info("image"));
+        field_bytes(&mut graph, INITIALIZER, &tensor("w", &[0; 4]));
+        field_bytes(&mut graph, INPUT, &value_info("recognizer_weight:632"));
+        let mut model = vec![1 << 3, 8];
+        field_bytes(&mut model, GRAPH, &graph);
+        for (key, value) in [("other", "x"), ("facegate.embedding_sha256", "ab12")] {
+            let mut entry = Vec::new();
+            field_bytes(&mut entry, 1, key.as_bytes());
+            field_bytes(&mut entry, 2, value.as_bytes());
+            field_bytes(&mut model, METADATA_PROPS, &entry);
+        }
+        assert_eq!(input_names(&model).unwrap(), ["image", "recognizer_weight:632"]);
+        assert_eq!(metadata(&model, "facegate.embedding_sha256").unwrap().as_deref(), Some("ab12"));
+        assert_eq!(metadata(&model, "absent").unwrap(), None);
+        assert!(input_names(&[1 << 3, 8]).unwrap_err().contains("0 graphs"));
     }
 
     #[test]

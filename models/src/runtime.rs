@@ -151,12 +151,27 @@ pub fn session_from_memory(path: &Path, model: &[u8], intra_threads: usize) -> R
     session_of(path, Some(model), intra_threads)
 }
 
+/// A model file's bytes, for editing before a session is built of them (onnx_edit.rs).
+pub fn read_model(path: &Path) -> Result<Vec<u8>, ModelError> {
+    if !path.is_file() {
+        return Err(not_found(path));
+    }
+    std::fs::read(path).map_err(|e| ModelError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn not_found(path: &Path) -> ModelError {
+    ModelError::File {
+        path: path.to_path_buf(),
+        reason: "not found; run `python3 models/fetch.py`".into(),
+    }
+}
+
 fn session_of(path: &Path, model: Option<&[u8]>, intra_threads: usize) -> Result<Session, ModelError> {
     if model.is_none() && !path.is_file() {
-        return Err(ModelError::File {
-            path: path.to_path_buf(),
-            reason: "not found; run `python3 models/fetch.py`".into(),
-        });
+        return Err(not_found(path));
     }
     let Some((_, env)) = RUNTIME.get() else {
         return Err(ModelError::Runtime("ONNX Runtime is not initialised (runtime::init)".into()));
