@@ -35,7 +35,13 @@ pub struct Faces {
 
 pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
     init_models(cfg)?;
-    let files = some_images(&args.dir)?;
+    let (files, links) = read_once(some_images(&args.dir)?, &args.dir);
+    if links > 0 {
+        println!(
+            "{links} links to images inside {} left out: each is read at its own path",
+            args.dir.display()
+        );
+    }
     let pcfg = &cfg.pipeline;
     let crop = args.crops.as_deref().map(|dir| {
         (
@@ -55,6 +61,25 @@ pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
     out.flush()?;
     println!("{} images, {found} with a face -> {}", lines.len(), args.out.display());
     Ok(())
+}
+
+/// `files` without those reached through a symbolic link (to the file or to a folder on
+/// its path) whose target is also under `dir`, and how many those were. morph.py's set
+/// links its validation split again under `eval/` for `facegate eval mad`: read through both
+/// paths, every validation image was processed twice and its crops written twice. A link
+/// to an image outside `dir` is kept: it is the only way to it.
+fn read_once(files: Vec<PathBuf>, dir: &Path) -> (Vec<PathBuf>, usize) {
+    let Ok(root) = dir.canonicalize() else { return (files, 0) };
+    let through_a_link = |f: &PathBuf| {
+        let (Ok(target), Ok(rel)) = (f.canonicalize(), f.strip_prefix(dir)) else {
+            return false;
+        };
+        target.starts_with(&root) && target != root.join(rel)
+    };
+    let before = files.len();
+    let kept: Vec<PathBuf> = files.into_iter().filter(|f| !through_a_link(f)).collect();
+    let left_out = before - kept.len();
+    (kept, left_out)
 }
 
 fn describe(
@@ -125,4 +150,31 @@ fn describe(
         "crop": crop_path,
         "aligned": aligned_path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_linked_again_inside_the_folder_is_read_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.path();
+        for sub in ["val", "eval", "linked"] {
+            std::fs::create_dir(d.join(sub)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(d.join("val/a.jpg"), b"x").unwrap_or_else(|e| panic!("{e}"));
+        let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(outside.path().join("b.jpg"), b"x").unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(d.join("val/a.jpg"), d.join("eval/a.jpg")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(d.join("val"), d.join("linked/val")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(outside.path().join("b.jpg"), d.join("eval/b.jpg")).unwrap_or_else(|e| panic!("{e}"));
+        let (kept, left_out) = read_once(some_images(d).unwrap_or_else(|e| panic!("{e}")), d);
+        assert_eq!(
+            kept,
+            [d.join("eval/b.jpg"), d.join("val/a.jpg")],
+            "the file itself and the only way to b.jpg"
+        );
+        assert_eq!(left_out, 2, "the link to a.jpg and a.jpg through the linked folder");
+    }
 }
