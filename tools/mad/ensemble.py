@@ -23,7 +23,8 @@ activations on one view of the face (inputs `recognizer:NODE` of the MAD crop's 
 the aligned face, for which `--lfw-aligned` and `--set-aligned` give the faces, `facegate faces
 --aligned`; its inputs become the joined model's), and its logit is added with a weight read off
 validation the same way, on top of the networks, the embedding model and the `--maps` before it
-(each cross-fitted in the report as well). Alone each beats the other members together (8.57 and
+(each cross-fitted in the report as well; one whose weight is 0 is reported and left out of
+the model). Alone each beats the other members together (8.57 and
 8.39 % against 9.44 % validation D-EER); v5 joined the centre one (7.40 %), v6 both, v7 also
 train_tail.py's fine-tuned copy of the recognizer's last layers, whose weights are shipped as their
 difference to the recognizer's (`as_delta`, below).
@@ -413,12 +414,17 @@ def main() -> None:
         named = {p.key: p.value for p in maps_model.metadata_props}.get("facegate.embedding_sha256")
         if named != recognizer_sha256:
             raise SystemExit(f"{path} was trained on the recognizer {named}, not on {args.recognizer} ({recognizer_sha256})")
+        read_from = len(feeds)
         feeds += view_feeds(maps_model, taps_by_view, Path(args.recognizer), items, lfw, crops, args)
         s = ort.InferenceSession(with_weights(with_logit(maps_model), weights).SerializeToString(), opts, providers=["CPUExecutionProvider"])
         maps_logits.append(run(s, images, "logit", feeds=feeds[-1:]))
         weight, report = fusion_weight(so_far, maps_logits[-1], labels, [i[3] for i in items], MAPS_WEIGHTS)
         so_far = so_far + weight * maps_logits[-1]
         maps_reports.append({"member": json.loads(Path(path).with_suffix(".json").read_text()) | {"file": Path(path).name}} | report)
+        if weight == 0:  # it would only cost the service a run of its layers
+            print(f"{path}: weight 0 on validation, left out of the model", flush=True)
+            del feeds[read_from:], maps_logits[-1]
+            continue
         maps.append((maps_model, weight))
     calibration, calibration_report = calibrate(so_far, labels) if args.calibrate else (None, None)
     if args.base:
@@ -464,7 +470,7 @@ def main() -> None:
         del report["members"], report["views"]
     if head:
         report["embedding"] = head_report
-    if maps:
+    if maps_reports:  # those left out at weight 0 too: their figures say why
         report["recognizer_maps"] = maps_reports
     if calibration:
         report["calibration"] = calibration_report
@@ -479,7 +485,7 @@ def main() -> None:
         + ("; the sum scaled and shifted (Platt, on validation)" if calibration else "")
         + f"; RGB 0..1 -> morph probability. Validation threshold at BPCER 1 %: {threshold:.4f}"
     )
-    if head or maps:
+    if any(i.name != "image" for i in model.graph.input):  # it reads the recognizer: name it
         onnx.helper.set_model_props(model, {"facegate.embedding_sha256": recognizer_sha256})
     copied = {(tuple(w.shape), w.astype(np.float32).tobytes()) for w in weights.values()}
     if any((tuple(i.dims), numpy_helper.to_array(i).astype(np.float32).tobytes()) in copied for i in model.graph.initializer):
