@@ -78,21 +78,22 @@ class RecognizerTaps:
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.view, self.prefix = view, VIEWS[view][0]
 
-    def faces(self, paths) -> np.ndarray:
+    def faces(self, paths, process=None, start=0) -> np.ndarray:
         """The recognizer's input: the MAD crops' centre squares or the aligned faces, RGB,
-        normalised, NCHW."""
+        normalised, NCHW; `process(k, rgb)`, if given, changes face number `start + k` first."""
         m = (SIZE - self.side) // 2 if self.view == "centre" else 0
-        rgb = np.stack([cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)[m : m + self.side, m : m + self.side] for p in paths])
+        rgb = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)[m : m + self.side, m : m + self.side] for p in paths]
+        rgb = np.stack([process(start + k, f) for k, f in enumerate(rgb)] if process else rgb)
         if rgb.shape[1:3] != (self.side, self.side):
             raise SystemExit(f"{paths[0]}: smaller than the recognizer's {self.side}x{self.side}: not a {VIEWS[self.view][2]}")
         return ((rgb.astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2)
 
-    def maps(self, paths, batch=64) -> dict:
+    def maps(self, paths, batch=64, process=None) -> dict:
         """{node: float16 array}, the 28x28 maps stored averaged to 14x14 (as the network
         does first) so that a training set's maps fit in memory."""
         out = {}
         for i in range(0, len(paths), batch):
-            got = self.session.run([n for n, _, _, _ in self.nodes], {self.input: self.faces(paths[i : i + batch])})
+            got = self.session.run([n for n, _, _, _ in self.nodes], {self.input: self.faces(paths[i : i + batch], process, i)})
             for (name, c, side, how), a in zip(self.nodes, got):
                 if how == "pool":
                     a = a.reshape(len(a), c, side // 2, 2, side // 2, 2).mean(axis=(3, 5))
@@ -192,9 +193,10 @@ def view_arguments(doc: str, seed: int, epochs: int, view: str):
     return ap
 
 
-def view_data(args, script: str, nodes=NODES):
+def view_data(args, script: str, nodes=NODES, process=None):
     """The recognizer taps of args.view, the training and validation items, and their
-    stored maps of `nodes`."""
+    stored maps of `nodes`; `process(item, rgb)`, if given, changes each training face
+    before the recognizer reads it (validation is read as it is)."""
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     if args.view == "aligned" and not (args.lfw_aligned and args.set_aligned):
         raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate faces --aligned)")
@@ -206,7 +208,7 @@ def view_data(args, script: str, nodes=NODES):
     train_items = crop_list(manifest, "train", lfw, crops)
     val_items = crop_list(manifest, "val", lfw, crops)
     t0 = time.time()
-    x = taps.maps([i[0] for i in train_items])
+    x = taps.maps([i[0] for i in train_items], process=process and (lambda k, rgb: process(train_items[k], rgb)))
     xv = taps.maps([i[0] for i in val_items])
     print(f"recognizer maps of {len(train_items) + len(val_items)} crops in {time.time() - t0:.0f} s", flush=True)
     return taps, train_items, val_items, x, xv
@@ -246,6 +248,7 @@ def finish(args, taps, inputs, y, yv, pv, val_items, what, export_as):
     threshold = threshold_at_bpcer(pv[yv == 0], 0.01)
     report = {
         "seed": args.seed,
+        "network": what,
         "inputs": {taps.prefix + n: VIEWS[args.view][1] for n in inputs},
         "recognizer_sha256": taps.sha256,
         "epochs": args.epochs,
