@@ -181,7 +181,8 @@ def with_logit(model):
 
 
 def run(session, images, output="morph", embeddings=None, batch=256, feeds=()):
-    """`feeds`: [(a RecognizerTaps, the paths of its view of each face)], to feed the
+    """`output`'s value per image; for a list of outputs, an array [images, outputs].
+    `feeds`: [(a RecognizerTaps, the paths of its view of each face)], to feed the
     recognizer's maps too."""
     def feed(i):
         inputs = {"image": images[i : i + batch]}
@@ -192,8 +193,9 @@ def run(session, images, output="morph", embeddings=None, batch=256, feeds=()):
         return {k: v for k, v in inputs.items() if k in wanted}
 
     wanted = {i.name for i in session.get_inputs()}
-
-    return np.concatenate([session.run([output], feed(i))[0][:, 0] for i in range(0, len(images), batch)])
+    names = [output] if isinstance(output, str) else list(output)
+    got = np.concatenate([np.stack([o.reshape(len(o), -1)[:, 0] for o in session.run(names, feed(i))], 1) for i in range(0, len(images), batch)])
+    return got[:, 0] if isinstance(output, str) else got
 
 
 def embeddings_of(items, jsonl, roots):
@@ -239,6 +241,12 @@ def calibrate(logits, labels):
     }
 
 
+def person_halves(persons) -> np.ndarray:
+    """0 or 1 per image, by its person: the two halves of the validation people that the
+    cross-fitted figures choose on one and measure on the other."""
+    return np.array([int(hashlib.sha256(p.encode()).hexdigest(), 16) % 2 for p in persons])
+
+
 def fusion_weight(logits, raw, labels, persons, grid):
     """The factor on `raw` (another model's validation logits) that, added to `logits`,
     gives the lowest validation D-EER, the weight read off `grid` in units of the spread
@@ -252,7 +260,7 @@ def fusion_weight(logits, raw, labels, persons, grid):
 
     everyone = np.ones(len(labels), bool)
     weight = min(grid, key=lambda w: deer(everyone, w))
-    half = np.array([int(hashlib.sha256(p.encode()).hexdigest(), 16) % 2 for p in persons])
+    half = person_halves(persons)
     cross = []
     for h in (0, 1):
         w = min(grid, key=lambda w: deer(half != h, w))

@@ -20,7 +20,6 @@ Nothing is written. Usage:
            --embeddings LFW.jsonl SET.jsonl --recognizer w600k_mbf.onnx [--model MODEL.onnx]
 """
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import onnxruntime as ort
 from onnx import helper
 from sklearn.linear_model import LogisticRegression
 
-from ensemble import distinct, embeddings_of, recognizer_weights, view_feeds, with_weights
+from ensemble import distinct, embeddings_of, person_halves, recognizer_weights, run, view_feeds, with_weights
 from train import crop_list, d_eer, load_crop, threshold_at_bpcer
 
 
@@ -39,26 +38,17 @@ def part_names(model) -> list:
     return list(next(n for n in model.graph.node if n.op_type == "Sum" and n.output[0] == "logit").input)
 
 
-def mirrored_feed(taps, paths) -> dict:
-    """taps.feed of the mirrored faces."""
-    faces = np.ascontiguousarray(taps.faces(paths)[:, :, :, ::-1])
-    got = taps.session.run([n for n, _, _, _ in taps.nodes], {taps.input: faces})
-    return {taps.prefix + n: a for (n, _, _, _), a in zip(taps.nodes, got)}
+class Mirrored:
+    """RecognizerTaps whose `feed` reads the mirrored faces."""
+
+    def __init__(self, taps):
+        self.taps = taps
+
+    def feed(self, paths):
+        return self.taps.feed(paths, process=lambda _, face: face[:, ::-1])
 
 
-def part_logits(session, outputs, images, embeddings, feeds, feed_of, batch=256) -> np.ndarray:
-    wanted = {i.name for i in session.get_inputs()}
-    out = []
-    for i in range(0, len(images), batch):
-        inputs = {"image": images[i : i + batch], "embedding": embeddings[i : i + batch]}
-        for taps, paths in feeds:
-            inputs.update(feed_of(taps, paths[i : i + batch]))
-        got = session.run(outputs, {k: v for k, v in inputs.items() if k in wanted})
-        out.append(np.stack([g.reshape(len(g), -1)[:, 0] for g in got], 1))
-    return np.concatenate(out)
-
-
-def described(item_meta, labels, z):
+def errors_by_processing(item_meta, labels, z):
     """Error rates at the D-EER score of `z`, by what morph.py did to the images."""
     bona, morph = z[labels == 0], z[labels == 1]
     t = min(np.unique(z), key=lambda t: abs(np.mean(bona >= t) - np.mean(morph < t)))
@@ -93,7 +83,7 @@ def main() -> None:
     meta |= {crops / Path(r["file"]).with_suffix(".png"): (1, r["post"], r["alpha"], r["cosine"]) for r in split["morphs"]}
     item_meta = [meta.get(i[0], (0, "", 0.0, 0.0)) for i in items]
     labels = np.array([i[1] for i in items])
-    half = np.array([int(hashlib.sha256(i[3].encode()).hexdigest(), 16) % 2 for i in items])
+    half = person_halves([i[3] for i in items])
     images = np.stack([load_crop(i[0]) for i in items])
     embeddings = embeddings_of(items, args.embeddings, [lfw, crops])
 
@@ -105,7 +95,7 @@ def main() -> None:
     opts.intra_op_num_threads = 2
     session = ort.InferenceSession(with_weights(model, recognizer_weights(Path(args.recognizer))).SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feeds = distinct(view_feeds(model, {}, Path(args.recognizer), items, lfw, crops, args))
-    x = part_logits(session, parts + ["logit"], images, embeddings, feeds, lambda taps, paths: taps.feed(paths))
+    x = run(session, images, parts + ["logit"], embeddings, feeds=feeds)
     x, joined = x[:, :-1], x[:, -1]
     if not np.allclose(x.sum(1), joined, atol=1e-3):
         raise SystemExit("the parts do not add up to the joined logit")
@@ -117,7 +107,7 @@ def main() -> None:
         return " / ".join(f"{deer(z, half == h):.2f}" for h in (0, 1))
 
     print(f"{args.model}: validation D-EER {deer(joined):.2f} %, on the two halves of the people {halves(joined)} %")
-    described(item_meta, labels, joined)
+    errors_by_processing(item_meta, labels, joined)
 
     bona = joined[labels == 0]
     shipped = threshold_at_bpcer(bona, 0.01)
@@ -138,7 +128,7 @@ def main() -> None:
     print("parts alone: " + ", ".join(f"{p} {deer(x[:, j]):.2f} %" for j, p in enumerate(parts)))
     print(f"parts refitted jointly, cross-fitted: {refit(x)} % (as shipped {halves(joined)} %)")
 
-    m = part_logits(session, parts, images, embeddings, feeds, mirrored_feed)
+    m = run(session, images, parts, embeddings, feeds=[(Mirrored(taps), paths) for taps, paths in feeds])
     changed = [j for j in range(len(parts)) if not np.allclose(m[:, j], x[:, j], atol=1e-4)]
     both = x.copy()
     both[:, changed] = (x[:, changed] + m[:, changed]) / 2

@@ -102,9 +102,10 @@ class RecognizerTaps:
                 out[name][i : i + len(a)] = a
         return out
 
-    def feed(self, paths) -> dict:
-        """The model inputs of these crops, as the service feeds them (full-size maps)."""
-        got = self.session.run([n for n, _, _, _ in self.nodes], {self.input: self.faces(paths)})
+    def feed(self, paths, process=None) -> dict:
+        """The model inputs of these crops, as the service feeds them (full-size maps);
+        `process` as for `faces`."""
+        got = self.session.run([n for n, _, _, _ in self.nodes], {self.input: self.faces(paths, process)})
         return {self.prefix + n: a for (n, _, _, _), a in zip(self.nodes, got)}
 
 
