@@ -12,7 +12,6 @@ import argparse
 import ast
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
