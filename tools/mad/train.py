@@ -312,6 +312,7 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
     ap.add_argument("--extra-set", help="more training images: crossgen.py --split train's, selfmorph.py's or facemorpher_set.py --split train's output folder (manifest.json)")
     ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET)")
+    ap.add_argument("--extra-aligned", help="their aligned faces (facegate faces --aligned on EXTRA_SET), for train_maps.py and train_tail.py --view aligned")
     ap.add_argument("--lfw-aligned", help="the photos' faces aligned for the recognizer (facegate faces --aligned), for train_maps.py and ensemble.py --maps")
     ap.add_argument("--set-aligned", help="the same of the morph set")
     ap.add_argument("--out", required=True)
@@ -319,12 +320,13 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
-def extra_items(args):
-    """The extra set's training morphs and bona fide copies (none without --extra-set)."""
+def extra_items(args, lfw: Path | None = None, images: Path | None = None):
+    """The extra set's training morphs and bona fide copies (none without --extra-set), as
+    MAD crops or, given `lfw` and `images`, as that view of the faces."""
     if not args.extra_set:
         return []
     extra = json.loads((Path(args.extra_set) / "manifest.json").read_text())
-    return crop_list(extra, "train", Path(args.lfw_crops), Path(args.extra_crops))
+    return crop_list(extra, "train", lfw or Path(args.lfw_crops), images or Path(args.extra_crops))
 
 
 def main() -> None:

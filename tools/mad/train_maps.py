@@ -45,7 +45,7 @@ import onnxruntime as ort
 import optax
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, SIZE, by_source, channel_stats, check_export, crop_list, d_eer, data_arguments, summary, threshold_at_bpcer
+from train import OPSET, SIZE, by_source, channel_stats, check_export, crop_list, d_eer, data_arguments, extra_items, summary, threshold_at_bpcer
 
 # (recognizer node, channels, side of its map, how the network brings it to 14x14)
 NODES = [("397", 128, 28, "pool"), ("473", 256, 14, "keep"), ("505", 256, 7, "repeat")]
@@ -194,19 +194,20 @@ def view_arguments(doc: str, seed: int, epochs: int, view: str):
     return ap
 
 
-def view_data(args, script: str, nodes=NODES, process=None):
+def view_data(args, nodes=NODES, process=None):
     """The recognizer taps of args.view, the training and validation items, and their
     stored maps of `nodes`; `process(item, rgb)`, if given, changes each training face
     before the recognizer reads it (validation is read as it is)."""
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     if args.view == "aligned" and not (args.lfw_aligned and args.set_aligned):
         raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate faces --aligned)")
-    if args.extra_set:
-        raise SystemExit(f"{script} trains on the morph set only (no --extra-set)")
+    extra = args.extra_aligned if args.view == "aligned" else args.extra_crops
+    if args.extra_set and not extra:
+        raise SystemExit(f"--extra-set on the {args.view} view reads its faces from --extra-{'aligned' if args.view == 'aligned' else 'crops'}")
     lfw, crops = (Path(args.lfw_aligned), Path(args.set_aligned)) if args.view == "aligned" else (Path(args.lfw_crops), Path(args.set_crops))
     taps = RecognizerTaps(Path(args.recognizer), args.view, nodes)
 
-    train_items = crop_list(manifest, "train", lfw, crops)
+    train_items = crop_list(manifest, "train", lfw, crops) + extra_items(args, lfw, extra and Path(extra))
     val_items = crop_list(manifest, "val", lfw, crops)
     t0 = time.time()
     x = taps.maps([i[0] for i in train_items], process=process and (lambda k, rgb: process(train_items[k], rgb)))
@@ -254,6 +255,7 @@ def finish(args, taps, inputs, y, yv, pv, val_items, what, export_as):
         "recognizer_sha256": taps.sha256,
         "epochs": args.epochs,
         "train": {"bona_fide": int((y == 0).sum()), "morphs": int((y == 1).sum())},
+        **({"extra_set": Path(args.extra_set).name} if args.extra_set else {}),
         "threshold_at_val_bpcer1": round(threshold, 4),
         "val": summary(pv[yv == 0], pv[yv == 1], threshold),
         "val_by_source": by_source(pv[yv == 0], pv, yv, np.array([i[2] for i in val_items]), threshold),
@@ -268,7 +270,7 @@ def finish(args, taps, inputs, y, yv, pv, val_items, what, export_as):
 
 def main() -> None:
     args = view_arguments(__doc__, 20261127, 5, "centre").parse_args()
-    taps, train_items, val_items, x, xv = view_data(args, "train_maps.py")
+    taps, train_items, val_items, x, xv = view_data(args)
     y, yv = np.array([i[1] for i in train_items]), np.array([i[1] for i in val_items])
     order_names = [n for n, _, _, _ in NODES]
     stats = {name: channel_stats(a) for name, a in x.items()}

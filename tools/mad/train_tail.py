@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--against-the-cue", type=float, default=0.0, metavar="SHARE", help="sharpen this share of the training morphs and blur this share of the training bona fide faces (against_the_cue)")
     args = ap.parse_args()
     process = against_the_cue(args.against_the_cue, args.seed + 1) if args.against_the_cue else None
-    taps, train_items, val_items, x, xv = view_data(args, "train_tail.py", nodes=[START], process=process)
+    taps, train_items, val_items, x, xv = view_data(args, nodes=[START], process=process)
     x, xv = x[START[0]], xv[START[0]]
     tail = Tail(Path(args.recognizer))
     y, yv = np.array([i[1] for i in train_items]), np.array([i[1] for i in val_items])
