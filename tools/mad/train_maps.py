@@ -29,6 +29,7 @@ aligned one added to v5 (which has the centre one) lowered validation D-EER by a
 a point whichever of two seeds, and APCER at BPCER 1 % by three to four.
 
 Usage: train_maps.py --set DIR --lfw-crops DIR --set-crops DIR [--view aligned --lfw-aligned DIR --set-aligned DIR]
+                     [--extra-set DIR --extra-crops DIR (or --extra-aligned DIR on the aligned view)]
                      --recognizer w600k_mbf.onnx --out model.onnx --report report.json
 """
 import hashlib

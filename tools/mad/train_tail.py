@@ -22,13 +22,16 @@ aligned in Python gave 9.33 and 8.06 % after epochs 1 and 2.
 
 `--against-the-cue SHARE` (against_the_cue, below) was tried and is not used: with 0.5 (seed
 20261132) alone 9.14 % (epochs 9.66, 9.86, 9.14 %), and added to v8 it gets weight 0
-(BENCHMARKS.md).
+(BENCHMARKS.md). Nor is `--extra-set` with FaceMorpher's training morphs (facemorpher_set.py
+--split train, 7,780 morphs and 3,890 bona fide copies more; seed 20261133): alone 8.24 %
+(epochs 8.84, 8.13, 8.24 %), weight 0 on top of v8.
 
 The weights it starts from are InsightFace's: the exported member contains the fine-tuned
 layers whole and stays in the work directory; ensemble.py ships only their difference to
 the recognizer's, which the service adds back from its own recognizer file.
 
 Usage: train_tail.py --set DIR --lfw-crops DIR --set-crops DIR [--view aligned --lfw-aligned DIR --set-aligned DIR] [--against-the-cue SHARE]
+                     [--extra-set DIR --extra-aligned DIR (or --extra-crops DIR on the centre view)]
                      --recognizer w600k_mbf.onnx --out model.onnx --report report.json
 """
 from pathlib import Path
