@@ -202,9 +202,9 @@ def view_data(args, nodes=NODES, process=None):
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     if args.view == "aligned" and not (args.lfw_aligned and args.set_aligned):
         raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate faces --aligned)")
-    extra = args.extra_aligned if args.view == "aligned" else args.extra_crops
+    option, extra = ("--extra-aligned", args.extra_aligned) if args.view == "aligned" else ("--extra-crops", args.extra_crops)
     if args.extra_set and not extra:
-        raise SystemExit(f"--extra-set on the {args.view} view reads its faces from --extra-{'aligned' if args.view == 'aligned' else 'crops'}")
+        raise SystemExit(f"--extra-set on the {args.view} view reads its faces from {option}")
     lfw, crops = (Path(args.lfw_aligned), Path(args.set_aligned)) if args.view == "aligned" else (Path(args.lfw_crops), Path(args.set_crops))
     taps = RecognizerTaps(Path(args.recognizer), args.view, nodes)
 
