@@ -30,7 +30,7 @@ from onnx import helper
 from sklearn.linear_model import LogisticRegression
 
 from ensemble import distinct, embeddings_of, person_halves, recognizer_weights, run, view_feeds, with_weights
-from train import crop_list, d_eer, load_crop, threshold_at_bpcer
+from train import crop_list, d_eer, eer_point, load_crop, threshold_at_bpcer
 
 
 def part_names(model) -> list:
@@ -50,8 +50,7 @@ class Mirrored:
 
 def errors_by_processing(item_meta, labels, z):
     """Error rates at the D-EER score of `z`, by what morph.py did to the images."""
-    bona, morph = z[labels == 0], z[labels == 1]
-    t = min(np.unique(z), key=lambda t: abs(np.mean(bona >= t) - np.mean(morph < t)))
+    t, _ = eer_point(z[labels == 0], z[labels == 1])
     print(f"errors at the D-EER score {t:.4g} (APCER of morphs, BPCER of bona fide images):")
     groups = {}
     for (label, post, alpha, cosine), s in zip(item_meta, z):

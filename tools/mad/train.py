@@ -247,13 +247,18 @@ def threshold_at_bpcer(bona, bpcer):
     return float(np.nextafter(np.float32(desc[allowed]), np.float32(np.inf)))
 
 
-def d_eer(bona, morph):
-    best = (2.0, 0.0)
+def eer_point(bona, morph):
+    """(score, rate): the first score at which BPCER and APCER are closest, and their mean there."""
+    best = (2.0, 0.0, 0.0)
     for t in np.unique(np.concatenate([bona, morph])):
         b, a = float(np.mean(bona >= t)), float(np.mean(morph < t))
         if abs(b - a) < best[0]:
-            best = (abs(b - a), (a + b) / 2)
-    return best[1]
+            best = (abs(b - a), float(t), (a + b) / 2)
+    return best[1], best[2]
+
+
+def d_eer(bona, morph):
+    return eer_point(bona, morph)[1]
 
 
 def summary(bona, morph, t):
