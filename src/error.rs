@@ -123,7 +123,7 @@ impl From<Rejection> for ApiError {
         match r {
             Rejection::DecodeFailed(e) => e.into(),
             Rejection::NoFace => ApiError::NoFace(message),
-            Rejection::MultipleFaces { .. } => ApiError::InvalidRequest(message),
+            Rejection::AmbiguousSubject { .. } => ApiError::InvalidRequest(message),
             Rejection::QualityRejected { score, .. } => ApiError::QualityRejected { message, score },
             Rejection::SpoofDetected { score, .. } => ApiError::SpoofDetected { message, score },
             Rejection::MorphDetected { score, .. } => ApiError::MorphDetected { message, score },
@@ -188,7 +188,14 @@ mod tests {
             (413, "PAYLOAD_TOO_LARGE", None)
         );
         assert_eq!(row(Rejection::NoFace.into()), (400, "NO_FACE", None));
-        assert_eq!(row(Rejection::MultipleFaces { count: 2 }.into()), (400, "INVALID_REQUEST", None));
+        assert_eq!(
+            row(Rejection::AmbiguousSubject {
+                subject: [0, 0, 80, 80],
+                competitors: vec![]
+            }
+            .into()),
+            (400, "INVALID_REQUEST", None)
+        );
         assert_eq!(
             row(Rejection::QualityRejected {
                 score: 0.1,

@@ -17,7 +17,8 @@ pub mod pipeline;
 pub mod quality;
 pub mod recognize;
 pub mod runtime;
+pub mod subject;
 
 pub use config::PipelineConfig;
 pub use error::ModelError;
-pub use pipeline::{Analysis, FaceTemplate, Measurement, Pipeline, Purpose, Rejection, StageTimings};
+pub use pipeline::{Analysis, FaceTemplate, Measurement, Pipeline, Purpose, Rejection, Scores, StageTimings};

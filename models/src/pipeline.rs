@@ -16,10 +16,12 @@ use crate::{
     pad::{OnnxPad, PresentationAttackDetector},
     quality::{OnnxQuality, QualityAssessor, QualityReport},
     recognize::{OnnxRecognizer, Recognizer},
+    subject::{self, Competitor, Ranked},
     ModelError,
 };
 
-/// Why a photo is analysed: MAD and the ambiguity check apply to enrolment only.
+/// Why a photo is analysed: MAD and the ambiguity check apply to enrolment only, and each
+/// purpose has its own quality and PAD thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Search,
@@ -48,16 +50,25 @@ pub enum Rejection {
     DecodeFailed(DecodeError),
     #[error("no face was detected in the image")]
     NoFace,
-    #[error("{count} faces of similar size were detected; an enrolment photo must show one person")]
-    MultipleFaces { count: usize },
+    #[error("{}", ambiguous_message(.subject, .competitors))]
+    AmbiguousSubject { subject: [i32; 4], competitors: Vec<Competitor> },
     #[error("face quality {score:.2} is below the threshold {threshold:.2}")]
     QualityRejected { score: f32, threshold: f32 },
     #[error("presentation attack suspected: bona fide score {score:.3} is below the threshold {threshold:.3}")]
     SpoofDetected { score: f32, threshold: f32 },
-    // Five digits and the threshold as configured: v5's scores and threshold crowd near 1, where
-    // three digits would show "1.000 is at or above 0.999".
+    // Five digits and the threshold as configured: a threshold near 1 needs them to be read.
     #[error("morphing attack suspected: morph score {score:.5} is at or above the threshold {threshold}")]
     MorphDetected { score: f32, threshold: f32 },
+}
+
+fn ambiguous_message(subject: &[i32; 4], competitors: &[Competitor]) -> String {
+    let [x, y, w, h] = subject;
+    let others: Vec<String> = competitors.iter().map(ToString::to_string).collect();
+    format!(
+        "{} faces compete to be the subject: the most prominent, {w}x{h} at ({x}, {y}), and {}; an enrolment photo must show one person clearly",
+        competitors.len() + 1,
+        others.join(", ")
+    )
 }
 
 /// Pipeline stages, for per-stage timings.
@@ -118,11 +129,21 @@ impl StageTimings {
 pub struct Analysis {
     pub outcome: Result<FaceTemplate, Rejection>,
     pub timings: StageTimings,
-    pub quality: Option<QualityReport>,
-    pub pad: Option<f32>,
+    pub scores: Scores,
 }
 
-/// Every score of the largest face, no gate applied: for evaluation and dataset tools.
+/// What the gates measured before the outcome was decided (a gate after the refusing one
+/// never ran, so its score is None).
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// Every detected face, the subject's first.
+    pub faces: Vec<Ranked>,
+    pub pad: Option<f32>,
+    pub mad: Option<f32>,
+    pub quality: Option<QualityReport>,
+}
+
+/// Every score of the subject's face, no gate applied: for evaluation and dataset tools.
 #[derive(Debug, Clone)]
 pub struct Measurement {
     pub face: Face,
@@ -277,8 +298,7 @@ impl Pipeline {
             Err(e) => Ok(Analysis {
                 outcome: Err(Rejection::DecodeFailed(e)),
                 timings,
-                quality: None,
-                pad: None,
+                scores: Scores::default(),
             }),
         }
     }
@@ -289,25 +309,18 @@ impl Pipeline {
     }
 
     fn analyze_image_timed(&mut self, image: &RgbImage, purpose: Purpose, mut timings: StageTimings) -> Result<Analysis, ModelError> {
-        let mut analysis = Analysis {
-            outcome: Err(Rejection::NoFace),
-            timings: StageTimings::default(),
-            quality: None,
-            pad: None,
-        };
-        let outcome = self.gates(image, purpose, &mut timings, &mut analysis);
-        analysis.timings = timings;
-        analysis.outcome = match outcome {
-            Ok(Ok(template)) => Ok(template),
-            Ok(Err(rejection)) => Err(rejection),
-            Err(model_error) => return Err(model_error),
-        };
-        Ok(analysis)
+        let mut scores = Scores::default();
+        let outcome = self.gates(image, purpose, &mut timings, &mut scores)?;
+        Ok(Analysis { outcome, timings, scores })
     }
 
-    /// The largest detected face, if any.
-    pub fn largest_face(&mut self, image: &RgbImage) -> Result<Option<Face>, ModelError> {
-        Ok(self.detector.detect(image)?.first().cloned())
+    /// The subject's face (the most prominent, `subject.rs`), if any face was detected.
+    pub fn subject_face(&mut self, image: &RgbImage) -> Result<Option<Face>, ModelError> {
+        let faces = self.detector.detect(image)?;
+        Ok(subject::rank(&faces, image.width(), image.height(), &self.cfg.subject)
+            .into_iter()
+            .next()
+            .map(|r| r.face))
     }
 
     /// The MAD model's morph score for `face`; None when no MAD model is configured.
@@ -345,9 +358,23 @@ impl Pipeline {
             .map(Some)
     }
 
-    /// Every model on the largest face, gates measured but not applied; None without a face.
+    /// The unit mean of `embedding` (of `aligned`) and the embedding of its mirror image.
+    fn mirrored_mean(&mut self, aligned: &AlignedFace, embedding: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let mirror = AlignedFace {
+            image: image::imageops::flip_horizontal(&aligned.image),
+            ..aligned.clone()
+        };
+        let flipped = self.recognizer.embed(&mirror)?;
+        let sum: Vec<f32> = embedding.iter().zip(&flipped).map(|(a, b)| a + b).collect();
+        crate::recognize::l2_normalised(&sum).ok_or_else(|| ModelError::Shape {
+            model: "recognizer".into(),
+            reason: "zero mean of a face and its mirror image".into(),
+        })
+    }
+
+    /// Every model on the subject's face, gates measured but not applied; None without a face.
     pub fn measure(&mut self, image: &RgbImage) -> Result<Option<Measurement>, ModelError> {
-        let Some(face) = self.largest_face(image)? else {
+        let Some(face) = self.subject_face(image)? else {
             return Ok(None);
         };
         let rc = &self.cfg.recognizer;
@@ -367,25 +394,27 @@ impl Pipeline {
         }))
     }
 
-    /// The gates in order; the outer error is the service's, the inner the image's.
+    /// The gates in order, each measured score written to `seen` as it is known; the outer
+    /// error is the service's, the inner the image's.
     fn gates(
         &mut self,
         image: &RgbImage,
         purpose: Purpose,
         t: &mut StageTimings,
-        seen: &mut Analysis,
+        seen: &mut Scores,
     ) -> Result<Result<FaceTemplate, Rejection>, ModelError> {
-        let faces = t.time(Stage::Detect, || self.detector.detect(image))?;
-        let Some(face) = faces.first().cloned() else {
+        let detected = t.time(Stage::Detect, || self.detector.detect(image))?;
+        seen.faces = subject::rank(&detected, image.width(), image.height(), &self.cfg.subject);
+        let Some(face) = seen.faces.first().map(|r| r.face.clone()) else {
             return Ok(Err(Rejection::NoFace));
         };
         if purpose == Purpose::Enrol {
-            let similar = faces
-                .iter()
-                .filter(|f| f.size() >= self.cfg.detector.ambiguous_ratio * face.size())
-                .count();
-            if similar > 1 {
-                return Ok(Err(Rejection::MultipleFaces { count: similar }));
+            let competitors = subject::competitors(&seen.faces, &self.cfg.subject);
+            if !competitors.is_empty() {
+                return Ok(Err(Rejection::AmbiguousSubject {
+                    subject: subject::pixel_box(&face),
+                    competitors,
+                }));
             }
         }
         let rc = &self.cfg.recognizer;
@@ -396,21 +425,19 @@ impl Pipeline {
 
         let live = t.time(Stage::Pad, || self.pad.live_score(image, &face))?;
         seen.pad = Some(live);
-        if live < self.cfg.pad.threshold {
-            return Ok(Err(Rejection::SpoofDetected {
-                score: live,
-                threshold: self.cfg.pad.threshold,
-            }));
+        let threshold = self.cfg.pad.threshold.get(purpose);
+        if live < threshold {
+            return Ok(Err(Rejection::SpoofDetected { score: live, threshold }));
         }
 
-        let (mut mad, mut vector) = (None, None);
+        let mut vector = None;
         if purpose == Purpose::Enrol {
             if let MadGate::Model(detector) = &mut self.mad {
                 if detector.embedding_dim().is_some() {
                     vector = Some(t.time(Stage::Embed, || self.recognizer.embed(&aligned))?);
                 }
                 let score = t.time(Stage::Mad, || detector.morph_score(image, &face, &aligned.image, vector.as_deref()))?;
-                mad = Some(score);
+                seen.mad = Some(score);
                 if score >= self.cfg.mad.threshold {
                     return Ok(Err(Rejection::MorphDetected {
                         score,
@@ -422,10 +449,11 @@ impl Pipeline {
 
         let report = t.time(Stage::Quality, || self.quality.assess(image, &face, &aligned))?;
         seen.quality = Some(report);
-        if report.score < self.cfg.quality.threshold {
+        let threshold = self.cfg.quality.threshold.get(purpose);
+        if report.score < threshold {
             return Ok(Err(Rejection::QualityRejected {
                 score: report.score,
-                threshold: self.cfg.quality.threshold,
+                threshold,
             }));
         }
 
@@ -433,12 +461,17 @@ impl Pipeline {
             Some(v) => v,
             None => t.time(Stage::Embed, || self.recognizer.embed(&aligned))?,
         };
+        let vector = if self.cfg.recognizer.flip {
+            t.time(Stage::Embed, || self.mirrored_mean(&aligned, &vector))?
+        } else {
+            vector
+        };
         Ok(Ok(FaceTemplate {
             vector,
             model_id: self.recognizer.model_id().to_string(),
             quality: report.score,
             pad: live,
-            mad,
+            mad: seen.mad,
             face,
         }))
     }

@@ -99,7 +99,7 @@ pub fn run(cfg: &Config, args: MadArgs) -> Result<(), AnyError> {
             Err(e) => return Scored::Failed(e),
         };
         match p
-            .largest_face(&image)
+            .subject_face(&image)
             .and_then(|f| f.map(|f| p.morph_score(&image, &f)).transpose())
         {
             Ok(Some(Some(s))) => Scored::Score(s),
