@@ -226,10 +226,22 @@ mod tests {
         let err = describe(fig.extract::<Config>().unwrap_err());
         assert!(err.contains("server.port"), "{err}");
         let mut cfg = Config::default();
-        cfg.pipeline.quality.threshold = 3.0;
-        assert!(cfg.validate().unwrap_err().0.contains("pipeline.quality.threshold"));
+        cfg.pipeline.quality.threshold.verify = 3.0;
+        assert!(cfg.validate().unwrap_err().0.contains("pipeline.quality.threshold.verify"));
         let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string("[server]\nprot = 1"));
         assert!(describe(fig.extract::<Config>().unwrap_err()).contains("prot"));
+    }
+
+    #[test]
+    fn a_gate_threshold_is_one_number_or_one_per_purpose() {
+        let extract = |toml: &str| Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)).extract::<Config>();
+        let one = extract("[pipeline.pad]\nthreshold = 0.3").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one.pipeline.pad.threshold, facegate_models::config::PerPurpose::all(0.3));
+        let each = extract("[pipeline.pad.threshold]\nenrol = 0.5").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(each.pipeline.pad.threshold.enrol, 0.5);
+        assert_eq!(each.pipeline.pad.threshold.search, Config::default().pipeline.pad.threshold.search);
+        let bad = describe(extract("[pipeline.pad.threshold]\nenrl = 0.5").unwrap_err());
+        assert!(bad.contains("pipeline.pad.threshold"), "{bad}");
     }
 }
 

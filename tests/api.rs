@@ -397,7 +397,7 @@ async fn spoof_rejection_carries_its_score() {
     let mut cfg = config(tmp.path());
     // No attack photo ships with a registry package; a threshold no photo can reach makes
     // the real PAD model's verdict a rejection, exercising the 451 path end to end.
-    cfg.pipeline.pad.threshold = 1.0;
+    cfg.pipeline.pad.threshold = facegate_models::config::PerPurpose::all(1.0);
     let svc = service!(cfg);
     let (s, body) = enrol(&svc, &photo("obama.jpg"), "o").await;
     assert_eq!(s.as_u16(), 451, "{body}");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
+use crate::{pipeline::Purpose, ModelError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,6 +17,7 @@ pub struct PipelineConfig {
     pub intra_threads: usize,
     pub limits: ImageLimits,
     pub detector: DetectorConfig,
+    pub subject: SubjectConfig,
     pub recognizer: RecognizerConfig,
     pub quality: QualityConfig,
     pub pad: PadConfig,
@@ -46,9 +47,81 @@ pub struct DetectorConfig {
     pub nms_iou: f32,
     /// Images whose longer side exceeds this are downscaled before detection.
     pub max_side: u32,
-    /// At enrol, a second face at least this fraction of the largest face's size makes the
-    /// image ambiguous (refused). Size is the box's side, sqrt(w*h).
-    pub ambiguous_ratio: f32,
+}
+
+/// Which face is the subject's (`subject.rs`): the most prominent, prominence being the
+/// box's side sqrt(w*h) times (1 - centre_weight x offset), offset the distance of its
+/// centre from the image centre over the half diagonal (0 in the middle, 1 in a corner).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubjectConfig {
+    pub centre_weight: f32,
+    /// At enrol, another face at least this fraction of the subject's prominence competes
+    /// with it: the photo is ambiguous (400). Search and verify take the most prominent.
+    pub compete_ratio: f32,
+}
+
+/// A gate threshold for each purpose: a reference photo deserves a stricter gate than a
+/// probe (a bad reference hurts every later comparison, a refused probe is a door that
+/// does not open). In TOML either one number for all three or `{ enrol, verify, search }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PerPurpose {
+    pub enrol: f32,
+    pub verify: f32,
+    pub search: f32,
+}
+
+impl PerPurpose {
+    pub const fn all(v: f32) -> Self {
+        Self {
+            enrol: v,
+            verify: v,
+            search: v,
+        }
+    }
+
+    pub fn get(&self, purpose: Purpose) -> f32 {
+        match purpose {
+            Purpose::Enrol => self.enrol,
+            Purpose::Verify => self.verify,
+            Purpose::Search => self.search,
+        }
+    }
+
+    fn validate(&self, name: &str) -> Result<(), ModelError> {
+        for (purpose, v) in [("enrol", self.enrol), ("verify", self.verify), ("search", self.search)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ModelError::Config(format!("{name}.{purpose} = {v} must be within 0..1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for PerPurpose {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Each {
+            enrol: f32,
+            verify: f32,
+            search: f32,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a number, or a table with enrol, verify and search")]
+        enum Form {
+            One(f32),
+            Each(Each),
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::One(v) => Self::all(v),
+            Form::Each(e) => Self {
+                enrol: e.enrol,
+                verify: e.verify,
+                search: e.search,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +142,9 @@ pub struct RecognizerConfig {
     pub std: f32,
     /// `match` in verify is score >= this (cosine, per model).
     pub verify_threshold: f32,
+    /// The template is the mean of the embeddings of the face and its mirror image (one more
+    /// recognizer run per photo).
+    pub flip: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,7 +152,7 @@ pub struct RecognizerConfig {
 pub struct QualityConfig {
     pub file: PathBuf,
     /// quality_score below this is rejected (422).
-    pub threshold: f32,
+    pub threshold: PerPurpose,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,7 +160,7 @@ pub struct QualityConfig {
 pub struct PadConfig {
     pub file: PathBuf,
     /// Bona fide (live) probability below this is a presentation attack (451).
-    pub threshold: f32,
+    pub threshold: PerPurpose,
     /// Crop side relative to the face box.
     pub crop_scale: f32,
     /// Index of the bona fide class in the model's softmax.
@@ -121,6 +197,7 @@ impl Default for PipelineConfig {
             intra_threads: 1,
             limits: ImageLimits::default(),
             detector: DetectorConfig::default(),
+            subject: SubjectConfig::default(),
             recognizer: RecognizerConfig::default(),
             quality: QualityConfig::default(),
             pad: PadConfig::default(),
@@ -147,7 +224,15 @@ impl Default for DetectorConfig {
             score_threshold: 0.8,
             nms_iou: 0.4,
             max_side: 640,
-            ambiguous_ratio: 0.5,
+        }
+    }
+}
+
+impl Default for SubjectConfig {
+    fn default() -> Self {
+        Self {
+            centre_weight: 0.75,
+            compete_ratio: 0.7,
         }
     }
 }
@@ -162,7 +247,8 @@ impl Default for RecognizerConfig {
             template: ARCFACE_TEMPLATE,
             mean: 127.5,
             std: 127.5,
-            verify_threshold: 0.30,
+            verify_threshold: 0.282,
+            flip: false,
         }
     }
 }
@@ -171,7 +257,7 @@ impl Default for QualityConfig {
     fn default() -> Self {
         Self {
             file: "qualityface-mnv2.onnx".into(),
-            threshold: 0.22,
+            threshold: PerPurpose::all(0.0),
         }
     }
 }
@@ -180,7 +266,7 @@ impl Default for PadConfig {
     fn default() -> Self {
         Self {
             file: "fr_liveness.onnx".into(),
-            threshold: 0.075,
+            threshold: PerPurpose::all(0.02),
             crop_scale: 2.7,
             live_class: 0,
         }
@@ -215,9 +301,10 @@ impl PipelineConfig {
         };
         unit("pipeline.detector.score_threshold", self.detector.score_threshold)?;
         unit("pipeline.detector.nms_iou", self.detector.nms_iou)?;
-        unit("pipeline.detector.ambiguous_ratio", self.detector.ambiguous_ratio)?;
-        unit("pipeline.quality.threshold", self.quality.threshold)?;
-        unit("pipeline.pad.threshold", self.pad.threshold)?;
+        unit("pipeline.subject.centre_weight", self.subject.centre_weight)?;
+        unit("pipeline.subject.compete_ratio", self.subject.compete_ratio)?;
+        self.quality.threshold.validate("pipeline.quality.threshold")?;
+        self.pad.threshold.validate("pipeline.pad.threshold")?;
         unit("pipeline.mad.threshold", self.mad.threshold)?;
         if !(-1.0..=1.0).contains(&self.recognizer.verify_threshold) {
             return Err(ModelError::Config(
