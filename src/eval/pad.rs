@@ -1,0 +1,323 @@
+//! `facegate eval pad`: the PAD gate on real presentation attacks and bona fide captures,
+//! in ISO/IEC 30107-3 terms. The data folder's `index.csv` has `path,label,source` with
+//! `label` `attack` or `bona_fide` (as shared/data/pad).
+//!
+//! Every photo goes through the verify path (PAD runs on whatever face the pipeline takes
+//! as the subject's, so its score is known whenever a face is found) and the enrol path,
+//! at the configured thresholds. Reported: APCER per attack source and BPCER per bona fide
+//! source at each purpose's threshold and at the thresholds of round BPCERs, the D-EER,
+//! and end to end how many attacks each endpoint accepted and how many bona fide captures
+//! it refused, by reason. A photo in which no face is found has no PAD score; it is
+//! counted apart (an attack there is not accepted, a bona fide capture is refused).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use facegate_models::Purpose;
+
+use super::lfw::{run_path, PathOutcome, Refusal};
+use super::plot::{self, Curve};
+use super::{parallel, workers_or_cores, AnyError};
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct PadArgs {
+    /// Folder with index.csv (path,label,source) and the photos it names.
+    #[arg(long)]
+    data: PathBuf,
+    /// Also score the silentface samples here (image_F*.jpg attacks, image_T*.jpg bona fide).
+    #[arg(long)]
+    silentface: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Where the DET curve and the score histogram (SVG) go.
+    #[arg(long, default_value = "eval-out/pad")]
+    out: PathBuf,
+}
+
+struct Item {
+    path: PathBuf,
+    attack: bool,
+    source: String,
+}
+
+struct Seen {
+    verify: PathOutcome,
+    enrol: PathOutcome,
+    search: Option<PathOutcome>,
+}
+
+fn read_index(data: &Path) -> Result<Vec<Item>, AnyError> {
+    let path = data.join("index.csv");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).ok_or_else(|| format!("{}: no column {name}", path.display()));
+    let (p, l, s) = (col("path")?, col("label")?, col("source")?);
+    let mut items = Vec::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let get = |i: usize| f.get(i).copied().ok_or_else(|| format!("{}: short line {line}", path.display()));
+        let attack = match get(l)? {
+            "attack" => true,
+            "bona_fide" => false,
+            other => return Err(format!("{}: label {other:?} is neither attack nor bona_fide", path.display()).into()),
+        };
+        items.push(Item {
+            path: data.join(get(p)?),
+            attack,
+            source: get(s)?.to_string(),
+        });
+    }
+    Ok(items)
+}
+
+fn silentface(dir: &Path) -> Result<Vec<Item>, AnyError> {
+    let mut items = Vec::new();
+    for name in ["image_F1.jpg", "image_F2.jpg", "image_T1.jpg"] {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Err(format!("{}: missing", path.display()).into());
+        }
+        items.push(Item {
+            attack: name.contains("_F"),
+            source: format!("silentface:{name}"),
+            path,
+        });
+    }
+    Ok(items)
+}
+
+fn pct(n: usize, of: usize) -> String {
+    format!("{:.2} % ({n}/{of})", 100.0 * n as f64 / of.max(1) as f64)
+}
+
+/// The lowest threshold refusing at most `bpcer` of the bona fide scores.
+fn threshold_at_bpcer(bona: &[f32], bpcer: f64) -> f32 {
+    let mut s = bona.to_vec();
+    s.sort_by(f32::total_cmp);
+    let allowed = (bpcer * s.len() as f64).floor() as usize;
+    // Refused are the scores strictly below the threshold: at most `allowed` of them.
+    s.get(allowed).copied().unwrap_or(0.0)
+}
+
+pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
+    let mut items = read_index(&args.data)?;
+    let extra = match &args.silentface {
+        Some(d) => silentface(d)?,
+        None => Vec::new(),
+    };
+    let n_main = items.len();
+    items.extend(extra);
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let pc = &cfg.pipeline;
+    let search_shares_verify = pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify;
+    let seen = parallel(pc, &items, workers_or_cores(args.workers), "pad", |p, item| match std::fs::read(&item.path) {
+        Err(e) => {
+            eprintln!("{}: {e}", item.path.display());
+            let r = || PathOutcome {
+                refused: Some(Refusal::Unreadable),
+                ..PathOutcome::default()
+            };
+            Seen {
+                verify: r(),
+                enrol: r(),
+                search: None,
+            }
+        }
+        Ok(bytes) => Seen {
+            verify: run_path(p, &bytes, Purpose::Verify),
+            enrol: run_path(p, &bytes, Purpose::Enrol),
+            search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
+        },
+    })?;
+    let (main, extra) = seen.split_at(n_main);
+    let (items_main, items_extra) = items.split_at(n_main);
+
+    let mut sources: BTreeMap<(bool, &str), Vec<Option<f32>>> = BTreeMap::new();
+    for (item, s) in items_main.iter().zip(main) {
+        sources.entry((item.attack, item.source.as_str())).or_default().push(s.verify.pad);
+    }
+    let scores = |attack: bool| -> Vec<f32> {
+        sources
+            .iter()
+            .filter(|((a, _), _)| *a == attack)
+            .flat_map(|(_, v)| v.iter().flatten().copied())
+            .collect()
+    };
+    let (attacks, bona) = (scores(true), scores(false));
+    println!(
+        "PAD on {}: {} attacks, {} bona fide captures; PAD scores the face the pipeline takes as the subject's",
+        args.data.display(),
+        items_main.iter().filter(|i| i.attack).count(),
+        items_main.iter().filter(|i| !i.attack).count()
+    );
+    for ((attack, source), v) in &sources {
+        let no_face = v.iter().filter(|s| s.is_none()).count();
+        println!(
+            "  {:<9} {source:<14} {} photos, no face found in {no_face}",
+            if *attack { "attack" } else { "bona fide" },
+            v.len()
+        );
+    }
+    let rates_at = |label: &str, t: f32| {
+        let mut line = format!("  {label:<34} threshold {t:.4}:");
+        for ((attack, source), v) in &sources {
+            let faces: Vec<f32> = v.iter().flatten().copied().collect();
+            let wrong = if *attack {
+                faces.iter().filter(|s| **s >= t).count()
+            } else {
+                faces.iter().filter(|s| **s < t).count()
+            };
+            line += &format!(" {} {source} {};", if *attack { "APCER" } else { "BPCER" }, pct(wrong, faces.len()));
+        }
+        println!("{line}");
+    };
+    for purpose in [Purpose::Enrol, Purpose::Verify, Purpose::Search] {
+        rates_at(&format!("configured, {purpose:?}"), pc.pad.threshold.get(purpose));
+    }
+    for bpcer in [0.01, 0.02, 0.05, 0.10] {
+        rates_at(&format!("BPCER {:.0} % (all bona fide pooled)", bpcer * 100.0), threshold_at_bpcer(&bona, bpcer));
+    }
+    let deer = detection_eer(&attacks, &bona);
+    println!("  D-EER (pooled) {:.2} % at threshold {:.4}", deer.0 * 100.0, deer.1);
+
+    // End to end: what each endpoint did with the photos.
+    for (name, pick) in [
+        ("verify", (|s: &Seen| &s.verify) as fn(&Seen) -> &PathOutcome),
+        ("search", |s: &Seen| s.search.as_ref().unwrap_or(&s.verify)),
+        ("enrol", |s: &Seen| &s.enrol),
+    ] {
+        let mut by: BTreeMap<(bool, &str), (usize, usize, BTreeMap<Refusal, usize>)> = BTreeMap::new();
+        for (item, s) in items_main.iter().zip(main) {
+            let e = by.entry((item.attack, item.source.as_str())).or_default();
+            e.1 += 1;
+            match pick(s).refused {
+                None => e.0 += 1,
+                Some(r) => *e.2.entry(r).or_default() += 1,
+            }
+        }
+        for ((attack, source), (accepted, n, reasons)) in &by {
+            let reasons: Vec<String> = reasons.iter().map(|(r, c)| format!("{} {c}", r.name())).collect();
+            println!(
+                "  {name} end to end, {} {source}: accepted {}; refused: {}",
+                if *attack { "attack" } else { "bona fide" },
+                pct(*accepted, *n),
+                reasons.join(", ")
+            );
+        }
+    }
+    for (item, s) in items_extra.iter().zip(extra) {
+        println!(
+            "  {}: PAD score {}; verify {}; enrol {}",
+            item.source,
+            s.verify.pad.map(|p| format!("{p:.4}")).unwrap_or_else(|| "no face".into()),
+            s.verify.refused.map(Refusal::name).unwrap_or("accepted"),
+            s.enrol.refused.map(Refusal::name).unwrap_or("accepted")
+        );
+    }
+    pictures(cfg, &args.out, &sources, &bona)?;
+    write_scores(&args.out.join("scores.csv"), &items, &seen)?;
+    println!("  pictures and scores.csv in {}", args.out.display());
+    Ok(())
+}
+
+/// One row per photo: its label, source, PAD score and what verify and enrol did.
+fn write_scores(path: &Path, items: &[Item], seen: &[Seen]) -> Result<(), AnyError> {
+    let mut out = String::from("path,label,source,pad,verify,enrol\n");
+    for (item, s) in items.iter().zip(seen) {
+        let outcome = |o: &PathOutcome| o.refused.map(Refusal::code).unwrap_or("ok");
+        out += &format!(
+            "{},{},{},{},{},{}\n",
+            item.path.display(),
+            if item.attack { "attack" } else { "bona_fide" },
+            item.source,
+            s.verify.pad.map(|p| format!("{p:.5}")).unwrap_or_default(),
+            outcome(&s.verify),
+            outcome(&s.enrol)
+        );
+    }
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Where APCER (attacks at or above) and BPCER (bona fide below) cross.
+fn detection_eer(attacks: &[f32], bona: &[f32]) -> (f64, f32) {
+    let rate = |t: f32| {
+        let apcer = attacks.iter().filter(|s| **s >= t).count() as f64 / attacks.len().max(1) as f64;
+        let bpcer = bona.iter().filter(|s| **s < t).count() as f64 / bona.len().max(1) as f64;
+        (apcer, bpcer)
+    };
+    let (mut lo, mut hi) = (0.0f32, 1.0f32);
+    for _ in 0..50 {
+        let mid = (lo + hi) / 2.0;
+        let (a, b) = rate(mid);
+        if a > b {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let (a, b) = rate(hi);
+    ((a + b) / 2.0, hi)
+}
+
+fn pictures(cfg: &Config, out: &Path, sources: &BTreeMap<(bool, &str), Vec<Option<f32>>>, bona: &[f32]) -> Result<(), AnyError> {
+    // A DET curve per attack source against all bona fide captures: (BPCER, APCER).
+    let mut thresholds: Vec<f32> = sources.values().flatten().flatten().copied().collect();
+    thresholds.sort_by(f32::total_cmp);
+    thresholds.dedup();
+    let mut curves = Vec::new();
+    for ((attack, source), v) in sources {
+        if !*attack {
+            continue;
+        }
+        let a: Vec<f32> = v.iter().flatten().copied().collect();
+        let mut pts: Vec<(f64, f64)> = thresholds
+            .iter()
+            .map(|&t| {
+                let apcer = a.iter().filter(|s| **s >= t).count() as f64 / a.len().max(1) as f64;
+                let bpcer = bona.iter().filter(|s| **s < t).count() as f64 / bona.len().max(1) as f64;
+                (bpcer, apcer)
+            })
+            .filter(|p| p.0 > 0.0 && p.1 > 0.0)
+            .collect();
+        pts.dedup();
+        curves.push((source.to_string(), pts));
+    }
+    let t = cfg.pipeline.pad.threshold;
+    let mut marks = Vec::new();
+    for (label, thr) in [("enrol", t.enrol), ("verify", t.verify)] {
+        let all_attacks: Vec<f32> = sources.iter().filter(|k| k.0 .0).flat_map(|(_, v)| v.iter().flatten().copied()).collect();
+        let apcer = all_attacks.iter().filter(|s| **s >= thr).count() as f64 / all_attacks.len().max(1) as f64;
+        let bpcer = bona.iter().filter(|s| **s < thr).count() as f64 / bona.len().max(1) as f64;
+        marks.push((format!("{label} threshold {thr:.3} (all attacks)"), bpcer, apcer));
+    }
+    let curve_refs: Vec<Curve> = curves
+        .iter()
+        .map(|(label, pts)| Curve {
+            label: format!("attacks: {label}"),
+            points: pts,
+        })
+        .collect();
+    plot::det(&out.join("det.svg"), "PAD DET, all bona fide captures", ("BPCER", "APCER"), &curve_refs, &marks)?;
+    let series: Vec<(String, Vec<f32>)> = sources
+        .iter()
+        .map(|((attack, source), v)| {
+            (
+                format!("{} {source}", if *attack { "attack" } else { "bona fide" }),
+                v.iter().flatten().copied().collect(),
+            )
+        })
+        .collect();
+    let refs: Vec<(String, &[f32])> = series.iter().map(|(l, v)| (l.clone(), v.as_slice())).collect();
+    plot::histogram(
+        &out.join("scores.svg"),
+        "PAD bona fide probability",
+        "bona fide probability",
+        (0.0, 1.0),
+        &refs,
+        &[("enrol threshold".into(), t.enrol), ("verify threshold".into(), t.verify)],
+    )?;
+    Ok(())
+}
