@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use facegate_actors::{GalleryConfig, PoolConfig};
 use facegate_models::PipelineConfig;
+
+pub use crate::collision::{CollisionConfig, Policy as CollisionPolicy};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,7 @@ pub struct Config {
     pub pool: PoolConfig,
     pub pipeline: PipelineConfig,
     pub gallery: GalleryConfig,
+    pub collision: CollisionConfig,
     pub auth: AuthConfig,
 }
 
@@ -173,6 +176,14 @@ impl Config {
         if self.gallery.max_templates_per_subject == 0 || self.gallery.max_templates_per_subject > 100 {
             return fail("gallery.max_templates_per_subject must be within 1..=100");
         }
+        if !(-1.0..=1.0).contains(&self.collision.threshold) {
+            return fail("collision.threshold must be within -1..1 (a cosine)");
+        }
+        for p in &self.collision.also_search {
+            if facegate_actors::names::validate_partition(p).is_err() {
+                return Err(ConfigError(format!("collision.also_search: {p:?} is not a valid partition name")));
+            }
+        }
         let mut seen = BTreeSet::new();
         for k in &self.auth.keys {
             if k.key.len() < 16 {
@@ -234,13 +245,18 @@ mod tests {
 
     #[test]
     fn a_gate_threshold_is_one_number_or_one_per_purpose() {
-        let extract = |toml: &str| Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)).extract::<Config>();
+        let extract = |toml: &str| {
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(toml))
+                .extract::<Config>()
+                .map_err(describe)
+        };
         let one = extract("[pipeline.pad]\nthreshold = 0.3").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(one.pipeline.pad.threshold, facegate_models::config::PerPurpose::all(0.3));
         let each = extract("[pipeline.pad.threshold]\nenrol = 0.5").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(each.pipeline.pad.threshold.enrol, 0.5);
         assert_eq!(each.pipeline.pad.threshold.search, Config::default().pipeline.pad.threshold.search);
-        let bad = describe(extract("[pipeline.pad.threshold]\nenrl = 0.5").unwrap_err());
+        let bad = extract("[pipeline.pad.threshold]\nenrl = 0.5").unwrap_err();
         assert!(bad.contains("pipeline.pad.threshold"), "{bad}");
     }
 }

@@ -203,6 +203,9 @@ async fn every_error_row_of_the_contract() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = config(tmp.path());
     cfg.server.max_body_bytes = 2 << 20;
+    // The shipped quality thresholds refuse nothing (BENCHMARKS.md); an operator's 0.22 makes
+    // the heavily blurred photo below a 422, exercising that row end to end.
+    cfg.pipeline.quality.threshold = facegate_models::config::PerPurpose::all(0.22);
     let svc = service!(cfg);
     let obama = b64(&photo("obama.jpg"));
     let (s, _) = post(
@@ -613,4 +616,99 @@ async fn health_request_ids_and_the_openapi_document() {
     }
     let documented = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
     assert_eq!(documented, routes.len(), "every documented path is a route");
+}
+
+/// POST /api/v1/enrol with a key, returning the X-Identity-Collision header too.
+async fn enrol_as<S, B: actix_web::body::MessageBody>(svc: &S, image: &[u8], subject: &str, partition: &str, key: Option<&str>) -> (u16, String, Option<String>)
+where
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let body = serde_json::json!({"image": b64(image), "subject_id": subject, "partition": partition});
+    let mut req = test::TestRequest::post().uri("/api/v1/enrol").set_payload(body.to_string());
+    if let Some(k) = key {
+        req = req.insert_header(("X-API-Key", k));
+    }
+    let res = test::call_service(svc, req.to_request()).await;
+    let status = res.status().as_u16();
+    let header = res
+        .headers()
+        .get("x-identity-collision")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, String::from_utf8_lossy(&test::read_body(res).await).into_owned(), header)
+}
+
+#[actix_web::test]
+async fn a_face_enrolled_under_another_subject_is_refused_flagged_or_let_through_by_policy() {
+    use facegate::config::CollisionPolicy;
+    for policy in [CollisionPolicy::Reject, CollisionPolicy::Flag, CollisionPolicy::Off] {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = config(tmp.path());
+        cfg.collision.policy = policy;
+        let svc = service!(cfg);
+        let (s, body, h) = enrol_as(&svc, &photo("obama.jpg"), "obama", "default", None).await;
+        assert_eq!((s, h.as_deref()), (200, None), "{body}");
+        // Another photo of the same subject is not a collision.
+        let (s, body, h) = enrol_as(&svc, &photo("obama2.jpg"), "obama", "default", None).await;
+        assert_eq!((s, h.as_deref()), (200, None), "{policy:?}: {body}");
+        let (s, body, h) = enrol_as(&svc, &photo("obama3.jpg"), "barack", "default", None).await;
+        let (_, stats) = get(&svc, "/api/v1/stats", None).await;
+        match policy {
+            CollisionPolicy::Reject => {
+                assert_eq!(s, 409, "{body}");
+                assert_eq!(element(&body, "status").as_deref(), Some("IDENTITY_COLLISION"));
+                assert!(element(&body, "message").unwrap_or_default().contains("&quot;obama&quot;"), "{body}");
+                assert_eq!(stats["total_subjects"], 1, "nothing stored");
+            }
+            CollisionPolicy::Flag => {
+                assert_eq!(s, 200, "{body}");
+                let h = h.unwrap_or_default();
+                assert!(h.contains("subject=obama") && h.contains("score="), "{h}");
+                assert_eq!(stats["total_subjects"], 2);
+                let (_, m) = get(&svc, "/metrics", None).await;
+                let text = m.as_str().unwrap_or_default();
+                assert!(text.contains("facegate_identity_collisions_total{action=\"flagged\"} 1"), "{text}");
+            }
+            CollisionPolicy::Off => assert_eq!((s, h.as_deref(), stats["total_subjects"].as_u64()), (200, None, Some(2)), "{body}"),
+        }
+        // A different person is never one.
+        let (s, body, h) = enrol_as(&svc, &photo("biden.jpg"), "biden", "default", None).await;
+        assert_eq!((s, h.as_deref()), (200, None), "{policy:?}: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn other_partitions_are_searched_only_for_keys_that_may_read_them_and_their_subjects_never_leak() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    cfg.collision.also_search = vec!["watchlist".into()];
+    let key = |name: &str, key: &str, parts: &[&str], rights: &[Right]| ApiKey {
+        name: name.into(),
+        key: key.into(),
+        partitions: parts.iter().map(|s| s.to_string()).collect(),
+        rights: rights.iter().copied().collect(),
+    };
+    let (watch, staff, desk, kiosk) = ("watchlist-key-0123456789", "employees-key-0123456789", "visitor-desk-key-0123456", "visitor-kiosk-key-012345");
+    cfg.auth.keys = vec![
+        key("watch", watch, &["watchlist"], &[Right::Search, Right::Enrol]),
+        key("staff", staff, &["employees"], &[Right::Search, Right::Enrol]),
+        key("desk", desk, &["visitors", "watchlist"], &[Right::Search, Right::Enrol]),
+        key("kiosk", kiosk, &["visitors"], &[Right::Enrol]),
+    ];
+    let svc = service!(cfg);
+    assert_eq!(enrol_as(&svc, &photo("obama.jpg"), "suspect-1", "watchlist", Some(watch)).await.0, 200);
+    // staff may not read the watchlist: it is not searched for them.
+    let (s, body, _) = enrol_as(&svc, &photo("obama2.jpg"), "alice", "employees", Some(staff)).await;
+    assert_eq!(s, 200, "{body}");
+    // desk may: the watchlisted face is a collision, named.
+    let (s, body, _) = enrol_as(&svc, &photo("obama3.jpg"), "v1", "visitors", Some(desk)).await;
+    assert_eq!(s, 409, "{body}");
+    let message = element(&body, "message").unwrap_or_default();
+    assert!(message.contains("suspect-1") && message.contains("watchlist"), "{message}");
+    // kiosk cannot search its own partition: a collision there is refused but not named.
+    assert_eq!(enrol_as(&svc, &photo("biden.jpg"), "v2", "visitors", Some(kiosk)).await.0, 200);
+    let (s, body, _) = enrol_as(&svc, &photo("biden.jpg"), "v3", "visitors", Some(kiosk)).await;
+    assert_eq!(s, 409, "{body}");
+    assert!(!body.contains("v2"), "{body}");
+    assert!(element(&body, "message").unwrap_or_default().contains("matches an enrolled subject"), "{body}");
 }

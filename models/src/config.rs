@@ -266,7 +266,11 @@ impl Default for PadConfig {
     fn default() -> Self {
         Self {
             file: "fr_liveness.onnx".into(),
-            threshold: PerPurpose::all(0.02),
+            threshold: PerPurpose {
+                enrol: 0.05,
+                verify: 0.02,
+                search: 0.02,
+            },
             crop_scale: 2.7,
             live_class: 0,
         }

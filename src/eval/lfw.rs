@@ -276,6 +276,7 @@ pub fn run(cfg: &Config, args: LfwArgs) -> Result<(), AnyError> {
     let (comparisons, worst) = verification(cfg, &photos, &seen);
     view2(cfg, &args.data, &photos, &seen)?;
     let searches = identification(cfg, &photos, &seen);
+    collisions(cfg, &photos, &seen, &comparisons);
     pictures(cfg, &args.out, &comparisons, &searches, &seen)?;
     write_images(&args.out.join("images.csv"), &photos, &seen, &worst)?;
     if let Some(path) = &args.calibration {
@@ -536,6 +537,65 @@ fn identification(cfg: &Config, photos: &[Photo], seen: &[Seen]) -> Searches {
         100.0 * s.fnir(vt)
     );
     s
+}
+
+/// The identity-collision check's false collisions: a new person's enrolment photo
+/// searched against galleries of other people's enrolled photos (one per person), measured
+/// at 1k and 2k people and extrapolated to 10k and 100k from the per-comparison FMR as
+/// 1 - (1 - FMR)^N (comparisons taken as independent; the measured sizes show how far that
+/// holds), at the configured threshold and a few round ones.
+fn collisions(cfg: &Config, photos: &[Photo], seen: &[Seen], c: &Comparisons) {
+    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, p) in photos.iter().enumerate() {
+        if seen[i].enrol.ok() {
+            first.entry(&p.person).or_insert(i);
+        }
+    }
+    let enrolled: Vec<usize> = first.values().copied().collect();
+    let configured = cfg.collision.threshold;
+    println!(
+        "  identity collisions (collision.threshold {configured:.3}, policy {:?}): a new person's enrolment photo against a gallery of other people's, false collisions",
+        cfg.collision.policy
+    );
+    let mut thresholds = vec![0.30f32, 0.35, 0.40, 0.45, configured];
+    thresholds.sort_by(f32::total_cmp);
+    thresholds.dedup();
+    let mut rows: Vec<String> = thresholds.iter().map(|t| format!("      at {t:.3} (FMR {:.2e}):", c.fmr(*t))).collect();
+    for size in [1000usize, 2000] {
+        if enrolled.len() <= size {
+            continue;
+        }
+        // Every other person of the name order into the gallery first, so that both sides
+        // mix the alphabet; the rest are the new people. Each new person's best score.
+        let mut order: Vec<usize> = enrolled.iter().step_by(2).chain(enrolled.iter().skip(1).step_by(2)).copied().collect();
+        let probes = order.split_off(size);
+        let tops: Vec<f32> = probes
+            .iter()
+            .map(|&p| {
+                let v = seen[p].vector().unwrap_or_default();
+                order
+                    .iter()
+                    .map(|&g| cosine(v, seen[g].vector().unwrap_or_default()))
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .collect();
+        for (row, t) in rows.iter_mut().zip(&thresholds) {
+            let hits = tops.iter().filter(|s| **s >= *t).count();
+            let _ = write!(
+                row,
+                " {size} people {:.2} % ({hits} of {}; 1-(1-FMR)^N {:.2} %);",
+                100.0 * hits as f64 / tops.len().max(1) as f64,
+                tops.len(),
+                100.0 * (1.0 - (1.0 - c.fmr(*t)).powi(size as i32))
+            );
+        }
+    }
+    for (row, t) in rows.iter_mut().zip(&thresholds) {
+        for size in [10_000i32, 100_000] {
+            let _ = write!(row, " {size} people {:.2} % (extrapolated);", 100.0 * (1.0 - (1.0 - c.fmr(*t)).powi(size)));
+        }
+        println!("{row}");
+    }
 }
 
 fn pictures(cfg: &Config, out: &Path, c: &Comparisons, s: &Searches, seen: &[Seen]) -> Result<(), AnyError> {

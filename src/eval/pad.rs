@@ -41,6 +41,14 @@ struct Item {
     source: String,
 }
 
+/// What one endpoint did with the photos of one source.
+#[derive(Default)]
+struct Tally {
+    accepted: usize,
+    photos: usize,
+    refused: BTreeMap<Refusal, usize>,
+}
+
 struct Seen {
     verify: PathOutcome,
     enrol: PathOutcome,
@@ -188,16 +196,16 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
         ("search", |s: &Seen| s.search.as_ref().unwrap_or(&s.verify)),
         ("enrol", |s: &Seen| &s.enrol),
     ] {
-        let mut by: BTreeMap<(bool, &str), (usize, usize, BTreeMap<Refusal, usize>)> = BTreeMap::new();
+        let mut by: BTreeMap<(bool, &str), Tally> = BTreeMap::new();
         for (item, s) in items_main.iter().zip(main) {
             let e = by.entry((item.attack, item.source.as_str())).or_default();
-            e.1 += 1;
+            e.photos += 1;
             match pick(s).refused {
-                None => e.0 += 1,
-                Some(r) => *e.2.entry(r).or_default() += 1,
+                None => e.accepted += 1,
+                Some(r) => *e.refused.entry(r).or_default() += 1,
             }
         }
-        for ((attack, source), (accepted, n, reasons)) in &by {
+        for ((attack, source), Tally { accepted, photos: n, refused: reasons }) in &by {
             let reasons: Vec<String> = reasons.iter().map(|(r, c)| format!("{} {c}", r.name())).collect();
             println!(
                 "  {name} end to end, {} {source}: accepted {}; refused: {}",
@@ -280,8 +288,8 @@ fn pictures(cfg: &Config, out: &Path, sources: &BTreeMap<(bool, &str), Vec<Optio
                 let bpcer = bona.iter().filter(|s| **s < t).count() as f64 / bona.len().max(1) as f64;
                 (bpcer, apcer)
             })
-            .filter(|p| p.0 > 0.0 && p.1 > 0.0)
             .collect();
+        // A rate of 0 sits on the log axis' floor (plot::det clamps it there).
         pts.dedup();
         curves.push((source.to_string(), pts));
     }

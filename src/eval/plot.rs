@@ -26,7 +26,8 @@ pub struct Curve<'a> {
     pub points: &'a [(f64, f64)],
 }
 
-/// A DET curve: error rates on both axes, log scales; `marks` are operating points.
+/// A DET curve: error rates on both axes, log scales; `marks` are operating points. A rate
+/// of 0 is drawn on the axis' floor, the power of ten at or below the smallest rate above 0.
 pub fn det(path: &Path, title: &str, axes: (&str, &str), curves: &[Curve], marks: &[(String, f64, f64)]) -> Result<(), AnyError> {
     let marked: Vec<(f64, f64)> = marks.iter().map(|m| (m.1, m.2)).collect();
     let (mut xmin, mut ymin) = (1.0f64, 1.0f64);
