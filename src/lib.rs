@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bench;
 pub mod body;
 pub mod client;
+pub mod collision;
 pub mod config;
 pub mod enrol_dir;
 pub mod error;

@@ -10,6 +10,7 @@ pub struct Metrics {
     pub latency: HistogramVec,
     pub stages: HistogramVec,
     pub rejections: IntCounterVec,
+    pub collisions: IntCounterVec,
     pub subjects: IntGaugeVec,
     pub in_flight: IntGauge,
 }
@@ -32,12 +33,17 @@ impl Metrics {
             &["stage"],
         )?;
         let rejections = IntCounterVec::new(Opts::new("gate_rejections_total", "Images refused, by gate"), &["gate"])?;
+        let collisions = IntCounterVec::new(
+            Opts::new("identity_collisions_total", "Enrolments matching another subject, by what the policy did"),
+            &["action"],
+        )?;
         let subjects = IntGaugeVec::new(Opts::new("gallery_subjects", "Enrolled subjects per partition"), &["partition"])?;
         let in_flight = IntGauge::new("pipeline_in_flight", "Requests admitted to the face pipeline (running or queued)")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(stages.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(collisions.clone()))?;
         registry.register(Box::new(subjects.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         Ok(Self {
@@ -46,6 +52,7 @@ impl Metrics {
             latency,
             stages,
             rejections,
+            collisions,
             subjects,
             in_flight,
         })

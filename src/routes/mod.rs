@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use facegate_actors::names;
 use serde::Deserialize;
 
-use crate::{app::AppState, body, config::Right, error::ApiError};
+use crate::{app::AppState, auth::Caller, body, config::Right, error::ApiError};
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into()))
@@ -41,17 +41,17 @@ pub struct SubjectPhoto {
 
 /// Read a `SubjectPhoto` and its image bytes, checking in the order that costs least: the
 /// key (401), the JSON and names (400), the key's rights on the partition (403), base64.
-pub async fn subject_photo(
-    state: &AppState,
+pub async fn subject_photo<'a>(
+    state: &'a AppState,
     req: &HttpRequest,
     payload: web::Payload,
     right: Right,
-) -> Result<(SubjectPhoto, Vec<u8>), ApiError> {
+) -> Result<(Caller<'a>, SubjectPhoto, Vec<u8>), ApiError> {
     let caller = state.keys.caller(req)?;
     let r: SubjectPhoto = body::json(payload, state.cfg.server.max_body_bytes).await?;
     names::validate_partition(&r.partition)?;
     names::validate_subject(&r.subject_id)?;
     caller.require(&r.partition, right)?;
     let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
-    Ok((r, image))
+    Ok((caller, r, image))
 }

@@ -5,7 +5,7 @@ use crate::{app::AppState, config::Right, error::ApiError, xml};
 
 /// POST /api/v1/verify: 1:1 against the subject's best template.
 pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let (r, image) = super::subject_photo(&state, &req, payload, Right::Search).await?;
+    let (_, r, image) = super::subject_photo(&state, &req, payload, Right::Search).await?;
     // An unknown subject costs no pipeline run.
     if !state.gallery.contains(&r.partition, &r.subject_id)? {
         return Err(ApiError::NotFound(format!("subject {:?} not found", r.subject_id)));
