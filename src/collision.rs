@@ -19,7 +19,13 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-identity-collision");
 
 /// Apply the policy to an analysed enrolment photo: Err for a refused collision (nothing
 /// is stored), the collision to report for a flagged one.
-pub async fn screen(state: &AppState, caller: &Caller<'_>, partition: &str, subject: &str, face: &FaceTemplate) -> Result<Option<Collision>, ApiError> {
+pub async fn screen(
+    state: &AppState,
+    caller: &Caller<'_>,
+    partition: &str,
+    subject: &str,
+    face: &FaceTemplate,
+) -> Result<Option<Collision>, ApiError> {
     let cfg = &state.cfg.collision;
     let Some(c) = check(cfg, &state.gallery, caller, partition, subject, &face.vector, &face.model_id).await? else {
         return Ok(None);

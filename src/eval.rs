@@ -3,6 +3,8 @@
 //! * `eval lfw --data DIR`: every photo through the enrol, verify and search paths: FTE,
 //!   FTA, FNMR at FMR, LFW View 2 accuracy, open-set FNIR at FPIR, each gate's bona fide
 //!   refusals, DET curves and histograms (`eval/lfw.rs`).
+//! * `eval morphs --data DIR`: the morph defence, MAD and identity collisions, against
+//!   morphs of enrolled contributors (`eval/morphs.rs`).
 //! * `eval pad --data DIR`: the PAD gate on real attacks and bona fide captures, in
 //!   ISO/IEC 30107-3 terms (`eval/pad.rs`).
 //! * `eval mad --data DIR`: the MAD gate's D-EER, APCER and BPCER on bona fide photos and
@@ -24,6 +26,7 @@ use crate::config::Config;
 
 mod lfw;
 mod mad;
+mod morphs;
 mod pad;
 mod plot;
 pub(crate) mod rates;
@@ -36,6 +39,8 @@ pub enum EvalSet {
     Lfw(lfw::LfwArgs),
     /// The PAD gate on real presentation attacks (ISO/IEC 30107-3 rates).
     Pad(pad::PadArgs),
+    /// The morph defence (MAD gate and identity-collision check) against morphs of enrolled contributors.
+    Morphs(morphs::MorphArgs),
     /// The MAD gate on bona fide photos and morphs (ISO/IEC 30107-3 rates).
     Mad(mad::MadArgs),
     /// Pipeline latency and throughput on one photo.
@@ -65,6 +70,7 @@ pub fn run(cfg: &Config, set: EvalSet) -> Result<(), AnyError> {
     match set {
         EvalSet::Lfw(args) => lfw::run(cfg, args),
         EvalSet::Pad(args) => pad::run(cfg, args),
+        EvalSet::Morphs(args) => morphs::run(cfg, args),
         EvalSet::Mad(args) => mad::run(cfg, args),
         EvalSet::Speed { image, runs } => speed(cfg, image.as_deref(), runs),
     }

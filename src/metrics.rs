@@ -34,7 +34,10 @@ impl Metrics {
         )?;
         let rejections = IntCounterVec::new(Opts::new("gate_rejections_total", "Images refused, by gate"), &["gate"])?;
         let collisions = IntCounterVec::new(
-            Opts::new("identity_collisions_total", "Enrolments matching another subject, by what the policy did"),
+            Opts::new(
+                "identity_collisions_total",
+                "Enrolments matching another subject, by what the policy did",
+            ),
             &["action"],
         )?;
         let subjects = IntGaugeVec::new(Opts::new("gallery_subjects", "Enrolled subjects per partition"), &["partition"])?;

@@ -619,7 +619,13 @@ async fn health_request_ids_and_the_openapi_document() {
 }
 
 /// POST /api/v1/enrol with a key, returning the X-Identity-Collision header too.
-async fn enrol_as<S, B: actix_web::body::MessageBody>(svc: &S, image: &[u8], subject: &str, partition: &str, key: Option<&str>) -> (u16, String, Option<String>)
+async fn enrol_as<S, B: actix_web::body::MessageBody>(
+    svc: &S,
+    image: &[u8],
+    subject: &str,
+    partition: &str,
+    key: Option<&str>,
+) -> (u16, String, Option<String>)
 where
     S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
@@ -657,7 +663,10 @@ async fn a_face_enrolled_under_another_subject_is_refused_flagged_or_let_through
             CollisionPolicy::Reject => {
                 assert_eq!(s, 409, "{body}");
                 assert_eq!(element(&body, "status").as_deref(), Some("IDENTITY_COLLISION"));
-                assert!(element(&body, "message").unwrap_or_default().contains("&quot;obama&quot;"), "{body}");
+                assert!(
+                    element(&body, "message").unwrap_or_default().contains("&quot;obama&quot;"),
+                    "{body}"
+                );
                 assert_eq!(stats["total_subjects"], 1, "nothing stored");
             }
             CollisionPolicy::Flag => {
@@ -688,7 +697,12 @@ async fn other_partitions_are_searched_only_for_keys_that_may_read_them_and_thei
         partitions: parts.iter().map(|s| s.to_string()).collect(),
         rights: rights.iter().copied().collect(),
     };
-    let (watch, staff, desk, kiosk) = ("watchlist-key-0123456789", "employees-key-0123456789", "visitor-desk-key-0123456", "visitor-kiosk-key-012345");
+    let (watch, staff, desk, kiosk) = (
+        "watchlist-key-0123456789",
+        "employees-key-0123456789",
+        "visitor-desk-key-0123456",
+        "visitor-kiosk-key-012345",
+    );
     cfg.auth.keys = vec![
         key("watch", watch, &["watchlist"], &[Right::Search, Right::Enrol]),
         key("staff", staff, &["employees"], &[Right::Search, Right::Enrol]),
@@ -696,7 +710,10 @@ async fn other_partitions_are_searched_only_for_keys_that_may_read_them_and_thei
         key("kiosk", kiosk, &["visitors"], &[Right::Enrol]),
     ];
     let svc = service!(cfg);
-    assert_eq!(enrol_as(&svc, &photo("obama.jpg"), "suspect-1", "watchlist", Some(watch)).await.0, 200);
+    assert_eq!(
+        enrol_as(&svc, &photo("obama.jpg"), "suspect-1", "watchlist", Some(watch)).await.0,
+        200
+    );
     // staff may not read the watchlist: it is not searched for them.
     let (s, body, _) = enrol_as(&svc, &photo("obama2.jpg"), "alice", "employees", Some(staff)).await;
     assert_eq!(s, 200, "{body}");
@@ -710,5 +727,29 @@ async fn other_partitions_are_searched_only_for_keys_that_may_read_them_and_thei
     let (s, body, _) = enrol_as(&svc, &photo("biden.jpg"), "v3", "visitors", Some(kiosk)).await;
     assert_eq!(s, 409, "{body}");
     assert!(!body.contains("v2"), "{body}");
-    assert!(element(&body, "message").unwrap_or_default().contains("matches an enrolled subject"), "{body}");
+    assert!(
+        element(&body, "message")
+            .unwrap_or_default()
+            .contains("matches an enrolled subject"),
+        "{body}"
+    );
+}
+
+/// With the MAD gate off, a morph whose contributors are enrolled is still stopped: it
+/// matches one of them, whatever made it.
+#[actix_web::test]
+async fn a_morph_of_enrolled_people_is_a_collision_even_without_mad() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    cfg.pipeline.mad.file = PathBuf::new();
+    let svc = service!(cfg);
+    assert_eq!(enrol_as(&svc, &photo("obama2.jpg"), "obama", "default", None).await.0, 200);
+    assert_eq!(enrol_as(&svc, &photo("biden.jpg"), "biden", "default", None).await.0, 200);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/morph_obama_biden.png");
+    let png = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (s, body, _) = enrol_as(&svc, &png, "mallory", "default", None).await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(element(&body, "status").as_deref(), Some("IDENTITY_COLLISION"), "{body}");
+    let (_, stats) = get(&svc, "/api/v1/stats", None).await;
+    assert_eq!(stats["total_subjects"], 2, "nothing stored");
 }

@@ -139,8 +139,13 @@ mod tests {
     fn the_default_verify_threshold_holds_its_stated_fmr() {
         let cfg = crate::config::RecognizerConfig::default();
         let m = Manifest::load();
-        let entry = m.model.iter().find(|e| e.model_id == cfg.model_id).unwrap_or_else(|| panic!("no manifest entry"));
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(entry.calibration.as_deref().unwrap_or_else(|| panic!("no calibration table")));
+        let entry = m
+            .model
+            .iter()
+            .find(|e| e.model_id == cfg.model_id)
+            .unwrap_or_else(|| panic!("no manifest entry"));
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(entry.calibration.as_deref().unwrap_or_else(|| panic!("no calibration table")));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let rows: Vec<(f32, f64)> = text
             .lines()
@@ -150,10 +155,22 @@ mod tests {
                 (f[0].parse().unwrap_or(f32::NAN), f[1].parse().unwrap_or(f64::NAN))
             })
             .collect();
-        assert!(rows.len() > 20 && rows.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 >= w[1].1), "{rows:?}");
+        assert!(
+            rows.len() > 20 && rows.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 >= w[1].1),
+            "{rows:?}"
+        );
         // FMR falls as the score rises: the last row at or below the threshold bounds it.
-        let at = rows.iter().rev().find(|r| r.0 <= cfg.verify_threshold).unwrap_or_else(|| panic!("threshold below the table"));
-        assert!(at.1 <= 1e-4, "verify_threshold {} has FMR {} by the table", cfg.verify_threshold, at.1);
+        let at = rows
+            .iter()
+            .rev()
+            .find(|r| r.0 <= cfg.verify_threshold)
+            .unwrap_or_else(|| panic!("threshold below the table"));
+        assert!(
+            at.1 <= 1e-4,
+            "verify_threshold {} has FMR {} by the table",
+            cfg.verify_threshold,
+            at.1
+        );
     }
 
     #[test]

@@ -37,7 +37,12 @@ impl std::fmt::Display for Competitor {
 /// Whole-pixel x, y, width, height of a face box.
 pub fn pixel_box(face: &Face) -> [i32; 4] {
     let [x1, y1, x2, y2] = face.bbox;
-    [x1.round() as i32, y1.round() as i32, (x2 - x1).round() as i32, (y2 - y1).round() as i32]
+    [
+        x1.round() as i32,
+        y1.round() as i32,
+        (x2 - x1).round() as i32,
+        (y2 - y1).round() as i32,
+    ]
 }
 
 /// Distance of the face box's centre from the image centre, over the half diagonal: 0 in
@@ -70,7 +75,11 @@ pub fn competitors(ranked: &[Ranked], cfg: &SubjectConfig) -> Vec<Competitor> {
     rest.iter()
         .map(|r| Competitor {
             bbox: pixel_box(&r.face),
-            ratio: if subject.prominence > 0.0 { r.prominence / subject.prominence } else { 1.0 },
+            ratio: if subject.prominence > 0.0 {
+                r.prominence / subject.prominence
+            } else {
+                1.0
+            },
         })
         .filter(|c| c.ratio >= cfg.compete_ratio)
         .collect()

@@ -115,11 +115,7 @@ fn two_similar_faces_are_ambiguous_for_enrol_only() {
 #[test]
 fn a_background_face_does_not_stop_enrolment() {
     let mut p = pipeline();
-    let rgb = |name: &str| {
-        image::load_from_memory(&photo(name))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .to_rgb8()
-    };
+    let rgb = |name: &str| image::load_from_memory(&photo(name)).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
     let (mut scene, other) = (rgb("obama.jpg"), rgb("biden.jpg"));
     let face = |p: &mut Pipeline, img: &image::RgbImage| p.subject_face(img).ok().flatten().unwrap_or_else(|| panic!("no face"));
     let (subject, theirs) = (face(&mut p, &scene), face(&mut p, &other));
@@ -137,14 +133,21 @@ fn a_background_face_does_not_stop_enrolment() {
         (head.height() as f32 * k) as u32,
         image::imageops::FilterType::Triangle,
     );
-    assert!(small.width() < subject.bbox[0] as u32 || small.height() < subject.bbox[1] as u32, "the head stays clear of the subject's face");
+    assert!(
+        small.width() < subject.bbox[0] as u32 || small.height() < subject.bbox[1] as u32,
+        "the head stays clear of the subject's face"
+    );
     image::imageops::replace(&mut scene, &small, 0, 0);
     let alone = template(&mut p, "obama.jpg", Purpose::Enrol);
     let enrol = p.analyze_image(&scene, Purpose::Enrol).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(enrol.scores.faces.len(), 2, "both faces are detected: {:?}", enrol.scores.faces);
     let t = enrol.outcome.unwrap_or_else(|r| panic!("{r}"));
     let same = cosine(&t.vector, &alone);
-    assert!(same > 0.9, "the central face is the subject's: cosine {same} to the photo alone, faces {:?}", enrol.scores.faces);
+    assert!(
+        same > 0.9,
+        "the central face is the subject's: cosine {same} to the photo alone, faces {:?}",
+        enrol.scores.faces
+    );
 }
 
 #[test]

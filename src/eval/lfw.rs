@@ -153,9 +153,9 @@ pub fn run_path(p: &mut Pipeline, bytes: &[u8], purpose: Purpose) -> PathOutcome
     }
 }
 
-struct Photo {
-    person: String,
-    rel: String,
+pub(super) struct Photo {
+    pub person: String,
+    pub rel: String,
 }
 
 struct Seen {
@@ -179,7 +179,7 @@ impl Seen {
 }
 
 /// The photos: `<root>/<person>/<file>`, sorted.
-fn photos(root: &Path) -> Result<Vec<Photo>, AnyError> {
+pub(super) fn photos(root: &Path) -> Result<Vec<Photo>, AnyError> {
     let mut out = Vec::new();
     let mut people: Vec<_> = std::fs::read_dir(root)
         .map_err(|e| format!("{}: {e}", root.display()))?
@@ -212,7 +212,12 @@ fn view2_pairs(data: &Path) -> Result<Vec<(u32, String, String, bool)>, AnyError
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).ok_or_else(|| format!("{}: no column {name}", path.display()));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| format!("{}: no column {name}", path.display()))
+    };
     let (fold, a, b, same) = (col("fold")?, col("path_a")?, col("path_b")?, col("same")?);
     let strip = |p: &str| p.strip_prefix("lfw/images/").unwrap_or(p).to_string();
     let mut out = Vec::new();
@@ -236,24 +241,27 @@ pub fn run(cfg: &Config, args: LfwArgs) -> Result<(), AnyError> {
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let pc = &cfg.pipeline;
-    let search_shares_verify = pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify;
+    let search_shares_verify =
+        pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify;
     let workers = workers_or_cores(args.workers);
     let start = Instant::now();
-    let seen = parallel(pc, &photos, workers, "photos", |p, photo| match std::fs::read(root.join(&photo.rel)) {
-        Err(e) => {
-            eprintln!("{}: {e}", photo.rel);
-            let r = || PathOutcome::refused(Refusal::Unreadable);
-            Seen {
-                enrol: r(),
-                verify: r(),
-                search: None,
+    let seen = parallel(pc, &photos, workers, "photos", |p, photo| {
+        match std::fs::read(root.join(&photo.rel)) {
+            Err(e) => {
+                eprintln!("{}: {e}", photo.rel);
+                let r = || PathOutcome::refused(Refusal::Unreadable);
+                Seen {
+                    enrol: r(),
+                    verify: r(),
+                    search: None,
+                }
             }
+            Ok(bytes) => Seen {
+                enrol: run_path(p, &bytes, Purpose::Enrol),
+                verify: run_path(p, &bytes, Purpose::Verify),
+                search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
+            },
         }
-        Ok(bytes) => Seen {
-            enrol: run_path(p, &bytes, Purpose::Enrol),
-            verify: run_path(p, &bytes, Purpose::Verify),
-            search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
-        },
     })?;
     let wall = start.elapsed();
     let people: std::collections::BTreeSet<&str> = photos.iter().map(|p| p.person.as_str()).collect();
@@ -263,7 +271,11 @@ pub fn run(cfg: &Config, args: LfwArgs) -> Result<(), AnyError> {
         people.len(),
         root.display(),
         pc.recognizer.model_id,
-        if search_shares_verify { " (search has verify's thresholds: one run serves both)" } else { "" }
+        if search_shares_verify {
+            " (search has verify's thresholds: one run serves both)"
+        } else {
+            ""
+        }
     );
     println!(
         "  {:.1} s on {workers} workers ({:.1} photos/s, each analysed {} times)",
@@ -299,14 +311,22 @@ fn refusals(cfg: &Config, seen: &[Seen]) {
     ];
     for (name, purpose, outcomes) in &paths {
         let refused: Vec<Refusal> = outcomes.iter().filter_map(|o| o.refused).collect();
-        let what = if *purpose == Purpose::Enrol { "FTE (failure to enrol)" } else { "FTA (failure to acquire)" };
+        let what = if *purpose == Purpose::Enrol {
+            "FTE (failure to enrol)"
+        } else {
+            "FTA (failure to acquire)"
+        };
         println!(
             "  {name}: {what} {:.2} % ({} of {n}); thresholds PAD {:.3}, quality {:.3}{}",
             100.0 * refused.len() as f64 / n.max(1) as f64,
             refused.len(),
             pc.pad.threshold.get(*purpose),
             pc.quality.threshold.get(*purpose),
-            if *purpose == Purpose::Enrol { format!(", MAD {}", pc.mad.threshold) } else { String::new() }
+            if *purpose == Purpose::Enrol {
+                format!(", MAD {}", pc.mad.threshold)
+            } else {
+                String::new()
+            }
         );
         let mut by: BTreeMap<Refusal, usize> = BTreeMap::new();
         for r in &refused {
@@ -506,13 +526,13 @@ fn identification(cfg: &Config, photos: &[Photo], seen: &[Seen]) -> Searches {
     let top = |i: usize| -> Option<(&str, f32)> {
         let o = seen[i].search();
         let v = o.vector.as_deref().filter(|_| o.ok())?;
-        gallery
-            .iter()
-            .map(|(p, g)| (*p, cosine(v, g)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+        gallery.iter().map(|(p, g)| (*p, cosine(v, g))).max_by(|a, b| a.1.total_cmp(&b.1))
     };
     let s = Searches {
-        mated: mated_idx.iter().map(|&(i, person)| top(i).map(|(p, sc)| (p == person, sc))).collect(),
+        mated: mated_idx
+            .iter()
+            .map(|&(i, person)| top(i).map(|(p, sc)| (p == person, sc)))
+            .collect(),
         non_mated: non_mated_idx.iter().map(|&i| top(i).map(|t| t.1)).collect(),
     };
     println!(
@@ -560,14 +580,22 @@ fn collisions(cfg: &Config, photos: &[Photo], seen: &[Seen], c: &Comparisons) {
     let mut thresholds = vec![0.30f32, 0.35, 0.40, 0.45, configured];
     thresholds.sort_by(f32::total_cmp);
     thresholds.dedup();
-    let mut rows: Vec<String> = thresholds.iter().map(|t| format!("      at {t:.3} (FMR {:.2e}):", c.fmr(*t))).collect();
+    let mut rows: Vec<String> = thresholds
+        .iter()
+        .map(|t| format!("      at {t:.3} (FMR {:.2e}):", c.fmr(*t)))
+        .collect();
     for size in [1000usize, 2000] {
         if enrolled.len() <= size {
             continue;
         }
         // Every other person of the name order into the gallery first, so that both sides
         // mix the alphabet; the rest are the new people. Each new person's best score.
-        let mut order: Vec<usize> = enrolled.iter().step_by(2).chain(enrolled.iter().skip(1).step_by(2)).copied().collect();
+        let mut order: Vec<usize> = enrolled
+            .iter()
+            .step_by(2)
+            .chain(enrolled.iter().skip(1).step_by(2))
+            .copied()
+            .collect();
         let probes = order.split_off(size);
         let tops: Vec<f32> = probes
             .iter()
@@ -592,7 +620,11 @@ fn collisions(cfg: &Config, photos: &[Photo], seen: &[Seen], c: &Comparisons) {
     }
     for (row, t) in rows.iter_mut().zip(&thresholds) {
         for size in [10_000i32, 100_000] {
-            let _ = write!(row, " {size} people {:.2} % (extrapolated);", 100.0 * (1.0 - (1.0 - c.fmr(*t)).powi(size)));
+            let _ = write!(
+                row,
+                " {size} people {:.2} % (extrapolated);",
+                100.0 * (1.0 - (1.0 - c.fmr(*t)).powi(size))
+            );
         }
         println!("{row}");
     }

@@ -60,7 +60,12 @@ fn read_index(data: &Path) -> Result<Vec<Item>, AnyError> {
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).ok_or_else(|| format!("{}: no column {name}", path.display()));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| format!("{}: no column {name}", path.display()))
+    };
     let (p, l, s) = (col("path")?, col("label")?, col("source")?);
     let mut items = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
@@ -119,25 +124,28 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     items.extend(extra);
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let pc = &cfg.pipeline;
-    let search_shares_verify = pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify;
-    let seen = parallel(pc, &items, workers_or_cores(args.workers), "pad", |p, item| match std::fs::read(&item.path) {
-        Err(e) => {
-            eprintln!("{}: {e}", item.path.display());
-            let r = || PathOutcome {
-                refused: Some(Refusal::Unreadable),
-                ..PathOutcome::default()
-            };
-            Seen {
-                verify: r(),
-                enrol: r(),
-                search: None,
+    let search_shares_verify =
+        pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify;
+    let seen = parallel(pc, &items, workers_or_cores(args.workers), "pad", |p, item| {
+        match std::fs::read(&item.path) {
+            Err(e) => {
+                eprintln!("{}: {e}", item.path.display());
+                let r = || PathOutcome {
+                    refused: Some(Refusal::Unreadable),
+                    ..PathOutcome::default()
+                };
+                Seen {
+                    verify: r(),
+                    enrol: r(),
+                    search: None,
+                }
             }
+            Ok(bytes) => Seen {
+                verify: run_path(p, &bytes, Purpose::Verify),
+                enrol: run_path(p, &bytes, Purpose::Enrol),
+                search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
+            },
         }
-        Ok(bytes) => Seen {
-            verify: run_path(p, &bytes, Purpose::Verify),
-            enrol: run_path(p, &bytes, Purpose::Enrol),
-            search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
-        },
     })?;
     let (main, extra) = seen.split_at(n_main);
     let (items_main, items_extra) = items.split_at(n_main);
@@ -185,7 +193,10 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
         rates_at(&format!("configured, {purpose:?}"), pc.pad.threshold.get(purpose));
     }
     for bpcer in [0.01, 0.02, 0.05, 0.10] {
-        rates_at(&format!("BPCER {:.0} % (all bona fide pooled)", bpcer * 100.0), threshold_at_bpcer(&bona, bpcer));
+        rates_at(
+            &format!("BPCER {:.0} % (all bona fide pooled)", bpcer * 100.0),
+            threshold_at_bpcer(&bona, bpcer),
+        );
     }
     let deer = detection_eer(&attacks, &bona);
     println!("  D-EER (pooled) {:.2} % at threshold {:.4}", deer.0 * 100.0, deer.1);
@@ -205,7 +216,15 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
                 Some(r) => *e.refused.entry(r).or_default() += 1,
             }
         }
-        for ((attack, source), Tally { accepted, photos: n, refused: reasons }) in &by {
+        for (
+            (attack, source),
+            Tally {
+                accepted,
+                photos: n,
+                refused: reasons,
+            },
+        ) in &by
+        {
             let reasons: Vec<String> = reasons.iter().map(|(r, c)| format!("{} {c}", r.name())).collect();
             println!(
                 "  {name} end to end, {} {source}: accepted {}; refused: {}",
@@ -296,7 +315,11 @@ fn pictures(cfg: &Config, out: &Path, sources: &BTreeMap<(bool, &str), Vec<Optio
     let t = cfg.pipeline.pad.threshold;
     let mut marks = Vec::new();
     for (label, thr) in [("enrol", t.enrol), ("verify", t.verify)] {
-        let all_attacks: Vec<f32> = sources.iter().filter(|k| k.0 .0).flat_map(|(_, v)| v.iter().flatten().copied()).collect();
+        let all_attacks: Vec<f32> = sources
+            .iter()
+            .filter(|k| k.0 .0)
+            .flat_map(|(_, v)| v.iter().flatten().copied())
+            .collect();
         let apcer = all_attacks.iter().filter(|s| **s >= thr).count() as f64 / all_attacks.len().max(1) as f64;
         let bpcer = bona.iter().filter(|s| **s < thr).count() as f64 / bona.len().max(1) as f64;
         marks.push((format!("{label} threshold {thr:.3} (all attacks)"), bpcer, apcer));
@@ -308,7 +331,13 @@ fn pictures(cfg: &Config, out: &Path, sources: &BTreeMap<(bool, &str), Vec<Optio
             points: pts,
         })
         .collect();
-    plot::det(&out.join("det.svg"), "PAD DET, all bona fide captures", ("BPCER", "APCER"), &curve_refs, &marks)?;
+    plot::det(
+        &out.join("det.svg"),
+        "PAD DET, all bona fide captures",
+        ("BPCER", "APCER"),
+        &curve_refs,
+        &marks,
+    )?;
     let series: Vec<(String, Vec<f32>)> = sources
         .iter()
         .map(|((attack, source), v)| {

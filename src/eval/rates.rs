@@ -69,7 +69,10 @@ impl Comparisons {
     }
     /// Genuine and impostor transactions, refused ones included.
     pub fn transactions(&self) -> (usize, usize) {
-        (self.genuine.len() + self.refused_genuine, self.impostor.len() + self.refused_impostor)
+        (
+            self.genuine.len() + self.refused_genuine,
+            self.impostor.len() + self.refused_impostor,
+        )
     }
     pub fn refused(&self) -> (usize, usize) {
         (self.refused_genuine, self.refused_impostor)
@@ -179,7 +182,10 @@ impl Searches {
 /// Accuracy of same/different decisions (score >= t), None scores (refused) deciding
 /// "different".
 pub fn accuracy(pairs: &[(bool, Option<f32>)], t: f32) -> f64 {
-    share(pairs.iter().filter(|(same, s)| s.is_some_and(|s| s >= t) == *same).count(), pairs.len())
+    share(
+        pairs.iter().filter(|(same, s)| s.is_some_and(|s| s >= t) == *same).count(),
+        pairs.len(),
+    )
 }
 
 /// The threshold with the best accuracy (midpoints between sorted scores).
