@@ -51,7 +51,8 @@ pub enum BenchSet {
         model_id: String,
     },
     /// End-to-end load over real HTTP against a running server: search and verify at each
-    /// concurrency, then enrol.
+    /// concurrency, then enrol. The enrol phase sends each photo under many subject ids: run
+    /// the server with FACEGATE__COLLISION__POLICY=off, or it measures identity-collision 409s.
     Load {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,

@@ -92,6 +92,17 @@ fn start(cfg: Config) -> Result<std::sync::Arc<AppState>, AnyError> {
         tracing::info!(role = %f.role, file = %f.file, source = %f.source, licence = %f.licence, "model loaded");
     }
     tracing::info!(model_id = %info.model_id, dim = info.dim, workers = info.workers, "pipeline ready");
+    let pc = &state.cfg.pipeline;
+    for (gate, t) in [("quality", pc.quality.threshold), ("pad", pc.pad.threshold)] {
+        tracing::info!(gate, enrol = %format!("{:.3}", t.enrol), verify = %format!("{:.3}", t.verify), search = %format!("{:.3}", t.search), "gate thresholds");
+        if t.enrol == 0.0 && t.verify == 0.0 && t.search == 0.0 {
+            tracing::info!(
+                gate,
+                "this gate's thresholds are 0: it measures and reports its score but refuses nothing"
+            );
+        }
+    }
+    tracing::info!(policy = ?state.cfg.collision.policy, threshold = %format!("{:.3}", state.cfg.collision.threshold), also_search = ?state.cfg.collision.also_search, "identity-collision check at enrolment");
     if !info.mad_configured {
         tracing::warn!("no MAD model configured: the morphing-attack gate passes every enrolment (health: onnx_mad false)");
     }

@@ -158,15 +158,51 @@ pub(super) struct Photo {
     pub rel: String,
 }
 
-struct Seen {
-    enrol: PathOutcome,
-    verify: PathOutcome,
+/// One photo through each endpoint's path.
+pub(super) struct Seen {
+    pub enrol: PathOutcome,
+    pub verify: PathOutcome,
     /// None: search has the same gates as verify and shares its outcome.
-    search: Option<PathOutcome>,
+    pub search: Option<PathOutcome>,
+}
+
+/// Whether search's gates are verify's, so that one run serves both.
+pub(super) fn search_shares_verify(cfg: &Config) -> bool {
+    let pc = &cfg.pipeline;
+    pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify
+}
+
+/// The images folder of a data folder: DIR/lfw/images when there is one, else DIR.
+pub(super) fn images_root(data: &Path) -> PathBuf {
+    if data.join("lfw/images").is_dir() {
+        data.join("lfw/images")
+    } else {
+        data.to_path_buf()
+    }
 }
 
 impl Seen {
-    fn search(&self) -> &PathOutcome {
+    /// The photo file's bytes (or why they could not be read) through every path.
+    pub(super) fn of(p: &mut Pipeline, file: &Path, search_shares_verify: bool) -> Self {
+        match std::fs::read(file) {
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                let r = || PathOutcome::refused(Refusal::Unreadable);
+                Seen {
+                    enrol: r(),
+                    verify: r(),
+                    search: None,
+                }
+            }
+            Ok(bytes) => Seen {
+                enrol: run_path(p, &bytes, Purpose::Enrol),
+                verify: run_path(p, &bytes, Purpose::Verify),
+                search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
+            },
+        }
+    }
+
+    pub(super) fn search(&self) -> &PathOutcome {
         self.search.as_ref().unwrap_or(&self.verify)
     }
     /// The template, from whichever path computed it (the same face, the same network).
@@ -203,65 +239,43 @@ pub(super) fn photos(root: &Path) -> Result<Vec<Photo>, AnyError> {
     Ok(out)
 }
 
+/// A row of the official View 2 pairs file (other columns are ignored).
+#[derive(serde::Deserialize)]
+struct PairRow {
+    fold: u32,
+    path_a: String,
+    path_b: String,
+    same: u8,
+}
+
 /// The official View 2 pairs, as (fold, a, b, same) with paths relative to the images root.
 fn view2_pairs(data: &Path) -> Result<Vec<(u32, String, String, bool)>, AnyError> {
     let path = data.join("pairs/lfw_view2_folds1-5.csv");
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| format!("{}: no column {name}", path.display()))
-    };
-    let (fold, a, b, same) = (col("fold")?, col("path_a")?, col("path_b")?, col("same")?);
     let strip = |p: &str| p.strip_prefix("lfw/images/").unwrap_or(p).to_string();
     let mut out = Vec::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split(',').collect();
-        let get = |i: usize| f.get(i).copied().ok_or_else(|| format!("{}: short line {line}", path.display()));
-        out.push((get(fold)?.parse()?, strip(get(a)?), strip(get(b)?), get(same)? == "1"));
+    for row in csv::Reader::from_path(&path)?.deserialize::<PairRow>() {
+        let r = row.map_err(|e| format!("{}: {e}", path.display()))?;
+        out.push((r.fold, strip(&r.path_a), strip(&r.path_b), r.same == 1));
     }
     Ok(out)
 }
 
 pub fn run(cfg: &Config, args: LfwArgs) -> Result<(), AnyError> {
-    let root = if args.data.join("lfw/images").is_dir() {
-        args.data.join("lfw/images")
-    } else {
-        args.data.clone()
-    };
+    let root = images_root(&args.data);
     let photos = photos(&root)?;
     if photos.is_empty() {
         return Err(format!("{}: no <person>/<photo> files", root.display()).into());
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let pc = &cfg.pipeline;
-    let search_shares_verify =
-        pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify;
+    let search_shares_verify = search_shares_verify(cfg);
     let workers = workers_or_cores(args.workers);
     let start = Instant::now();
     let seen = parallel(pc, &photos, workers, "photos", |p, photo| {
-        match std::fs::read(root.join(&photo.rel)) {
-            Err(e) => {
-                eprintln!("{}: {e}", photo.rel);
-                let r = || PathOutcome::refused(Refusal::Unreadable);
-                Seen {
-                    enrol: r(),
-                    verify: r(),
-                    search: None,
-                }
-            }
-            Ok(bytes) => Seen {
-                enrol: run_path(p, &bytes, Purpose::Enrol),
-                verify: run_path(p, &bytes, Purpose::Verify),
-                search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
-            },
-        }
+        Seen::of(p, &root.join(&photo.rel), search_shares_verify)
     })?;
     let wall = start.elapsed();
     let people: std::collections::BTreeSet<&str> = photos.iter().map(|p| p.person.as_str()).collect();

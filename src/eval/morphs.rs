@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use facegate_models::{align, config::ARCFACE_TEMPLATE, recognize::cosine, Pipeline, Purpose};
 
-use super::lfw::{photos, run_path, Refusal};
+use super::lfw::{images_root, photos, run_path, Refusal};
 use super::{parallel, workers_or_cores, AnyError};
 use crate::config::Config;
 
@@ -70,11 +70,7 @@ fn source(p: &mut Pipeline, bytes: &[u8]) -> Option<(image::RgbImage, [[f32; 2];
 }
 
 pub fn run(cfg: &Config, args: MorphArgs) -> Result<(), AnyError> {
-    let root = if args.data.join("lfw/images").is_dir() {
-        args.data.join("lfw/images")
-    } else {
-        args.data.clone()
-    };
+    let root = images_root(&args.data);
     let all = photos(&root)?;
     let mut by_person: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &all {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use facegate_models::Purpose;
 
-use super::lfw::{run_path, PathOutcome, Refusal};
+use super::lfw::{search_shares_verify, PathOutcome, Refusal, Seen};
 use super::plot::{self, Curve};
 use super::{parallel, workers_or_cores, AnyError};
 use crate::config::Config;
@@ -49,37 +49,31 @@ struct Tally {
     refused: BTreeMap<Refusal, usize>,
 }
 
-struct Seen {
-    verify: PathOutcome,
-    enrol: PathOutcome,
-    search: Option<PathOutcome>,
+/// A row of the PAD set's index.csv (other columns are ignored).
+#[derive(serde::Deserialize)]
+struct IndexRow {
+    path: String,
+    label: String,
+    source: String,
 }
 
 fn read_index(data: &Path) -> Result<Vec<Item>, AnyError> {
     let path = data.join("index.csv");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| format!("{}: no column {name}", path.display()))
-    };
-    let (p, l, s) = (col("path")?, col("label")?, col("source")?);
     let mut items = Vec::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split(',').collect();
-        let get = |i: usize| f.get(i).copied().ok_or_else(|| format!("{}: short line {line}", path.display()));
-        let attack = match get(l)? {
+    for row in csv::Reader::from_path(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .deserialize::<IndexRow>()
+    {
+        let r = row.map_err(|e| format!("{}: {e}", path.display()))?;
+        let attack = match r.label.as_str() {
             "attack" => true,
             "bona_fide" => false,
             other => return Err(format!("{}: label {other:?} is neither attack nor bona_fide", path.display()).into()),
         };
         items.push(Item {
-            path: data.join(get(p)?),
+            path: data.join(&r.path),
             attack,
-            source: get(s)?.to_string(),
+            source: r.source,
         });
     }
     Ok(items)
@@ -124,28 +118,9 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     items.extend(extra);
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let pc = &cfg.pipeline;
-    let search_shares_verify =
-        pc.pad.threshold.search == pc.pad.threshold.verify && pc.quality.threshold.search == pc.quality.threshold.verify;
+    let shares = search_shares_verify(cfg);
     let seen = parallel(pc, &items, workers_or_cores(args.workers), "pad", |p, item| {
-        match std::fs::read(&item.path) {
-            Err(e) => {
-                eprintln!("{}: {e}", item.path.display());
-                let r = || PathOutcome {
-                    refused: Some(Refusal::Unreadable),
-                    ..PathOutcome::default()
-                };
-                Seen {
-                    verify: r(),
-                    enrol: r(),
-                    search: None,
-                }
-            }
-            Ok(bytes) => Seen {
-                verify: run_path(p, &bytes, Purpose::Verify),
-                enrol: run_path(p, &bytes, Purpose::Enrol),
-                search: (!search_shares_verify).then(|| run_path(p, &bytes, Purpose::Search)),
-            },
-        }
+        Seen::of(p, &item.path, shares)
     })?;
     let (main, extra) = seen.split_at(n_main);
     let (items_main, items_extra) = items.split_at(n_main);

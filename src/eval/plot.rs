@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use super::AnyError;
@@ -18,6 +19,23 @@ const COLOURS: [RGBColor; 5] = [
 
 fn err(e: impl std::fmt::Display) -> AnyError {
     e.to_string().into()
+}
+
+/// Draw the legend at `position` and write the file.
+fn finish<'a, CT: CoordTranslate>(
+    root: &DrawingArea<SVGBackend<'a>, Shift>,
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), AnyError> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
 }
 
 /// A curve of (x, y) points with its legend.
@@ -75,15 +93,7 @@ pub fn det(path: &Path, title: &str, axes: (&str, &str), curves: &[Curve], marks
             .label(label.clone())
             .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    finish(&root, &mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// Score histograms (each normalised to its own count) over `range`, with vertical lines
@@ -152,13 +162,5 @@ pub fn histogram(
             .label(format!("{label} {t:.3}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    finish(&root, &mut chart, SeriesLabelPosition::UpperLeft)
 }
