@@ -120,8 +120,8 @@ fn a_background_face_does_not_stop_enrolment() {
     let face = |p: &mut Pipeline, img: &image::RgbImage| p.subject_face(img).ok().flatten().unwrap_or_else(|| panic!("no face"));
     let (subject, theirs) = (face(&mut p, &scene), face(&mut p, &other));
     // The other person's head, cut out and scaled to 60 % of the subject's face size, in the
-    // top-left corner: by size alone (the rule of "largest face, refuse at half its size")
-    // this photo was ambiguous.
+    // top-left corner: a rule by size alone ("largest face, refuse a second one at half its
+    // size") would refuse this photo.
     let side = 1.6 * theirs.size();
     let (cx, cy) = ((theirs.bbox[0] + theirs.bbox[2]) / 2.0, (theirs.bbox[1] + theirs.bbox[3]) / 2.0);
     let (x0, y0) = ((cx - side / 2.0).max(0.0) as u32, (cy - side / 2.0).max(0.0) as u32);
