@@ -21,6 +21,16 @@ fn err(e: impl std::fmt::Display) -> AnyError {
     e.to_string().into()
 }
 
+/// The chart's caption and margins, the same on every picture.
+fn frame<'a, 'b>(root: &'a DrawingArea<SVGBackend<'b>, Shift>, title: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(65);
+    b
+}
+
 /// Draw the legend at `position` and write the file.
 fn finish<'a, CT: CoordTranslate>(
     root: &DrawingArea<SVGBackend<'a>, Shift>,
@@ -61,11 +71,7 @@ pub fn det(path: &Path, title: &str, axes: (&str, &str), curves: &[Curve], marks
     let (xmin, ymin) = (floor(xmin), floor(ymin));
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
+    let mut chart = frame(&root, title)
         .build_cartesian_2d((xmin..1.0).log_scale(), (ymin..1.0).log_scale())
         .map_err(err)?;
     chart
@@ -132,11 +138,7 @@ pub fn histogram(
     let ymax = shares.iter().flatten().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
+    let mut chart = frame(&root, title)
         .build_cartesian_2d(f64::from(range.0)..f64::from(range.1), 0.0..ymax)
         .map_err(err)?;
     chart
