@@ -706,30 +706,37 @@ fn pictures(cfg: &Config, out: &Path, c: &Comparisons, s: &Searches, seen: &[See
             ("search threshold".to_string(), t.search),
         ]
     };
-    plot::histogram(
-        &out.join("gate-pad.svg"),
-        "PAD bona fide score, LFW photos that reached the gate",
-        "bona fide probability",
-        (0.0, 1.0),
-        &[("LFW bona fide".into(), &pad)],
-        &per_purpose(pc.pad.threshold),
-    )?;
-    plot::histogram(
-        &out.join("gate-quality.svg"),
-        "Quality score, LFW photos that reached the gate",
-        "quality score",
-        (0.0, 1.0),
-        &[("LFW bona fide".into(), &quality)],
-        &per_purpose(pc.quality.threshold),
-    )?;
-    if !mad.is_empty() {
-        plot::histogram(
-            &out.join("gate-mad.svg"),
-            "MAD morph score, LFW photos that reached the gate at enrol",
+    let gates = [
+        (
+            "pad",
+            "PAD bona fide score",
+            "bona fide probability",
+            pad,
+            per_purpose(pc.pad.threshold),
+        ),
+        (
+            "quality",
+            "Quality score",
+            "quality score",
+            quality,
+            per_purpose(pc.quality.threshold),
+        ),
+        (
+            "mad",
+            "MAD morph score at enrol",
             "morph probability",
+            mad,
+            vec![("enrol threshold".to_string(), pc.mad.threshold)],
+        ),
+    ];
+    for (name, what, x_desc, scores, thresholds) in gates.iter().filter(|g| !g.3.is_empty()) {
+        plot::histogram(
+            &out.join(format!("gate-{name}.svg")),
+            &format!("{what}, LFW photos that reached the gate"),
+            x_desc,
             (0.0, 1.0),
-            &[("LFW bona fide".into(), &mad)],
-            &[("enrol threshold".into(), pc.mad.threshold)],
+            &[("LFW bona fide".into(), scores)],
+            thresholds,
         )?;
     }
     Ok(())

@@ -5,33 +5,17 @@
 //! passed their gates, the recognizer alone), and end to end, where a refused photo is a
 //! non-match (a door that does not open) and can never be a false match.
 
-/// The smallest f32 above `s`: a threshold strictly above a score.
-fn just_above(s: f32) -> f32 {
-    if s.is_nan() || s == f32::INFINITY {
-        return s;
-    }
-    let bits = s.to_bits();
-    let next = if s == 0.0 {
-        1
-    } else if s > 0.0 {
-        bits + 1
-    } else {
-        bits - 1
-    };
-    f32::from_bits(next)
-}
-
 /// How many of the ascending `sorted` are at or above `t`.
 fn at_or_above(sorted: &[f32], t: f32) -> usize {
     sorted.len() - sorted.partition_point(|s| *s < t)
 }
 
 /// The lowest threshold at which at most `rate` of the ascending `sorted` scores are at or
-/// above it: strictly above all but the top floor(rate x n).
+/// above it: just above all but the top floor(rate x n) (`next_up`).
 fn threshold_at_rate(sorted: &[f32], rate: f64) -> f32 {
     let allowed = (rate * sorted.len() as f64).floor() as usize;
     match sorted.len().checked_sub(allowed + 1) {
-        Some(i) => just_above(sorted[i]),
+        Some(i) => sorted[i].next_up(),
         None => f32::NEG_INFINITY,
     }
 }
@@ -173,7 +157,7 @@ impl Searches {
         tops.sort_unstable_by(f32::total_cmp);
         let allowed = (fpir * self.non_mated.len() as f64).floor() as usize;
         match tops.len().checked_sub(allowed + 1) {
-            Some(i) => just_above(tops[i]),
+            Some(i) => tops[i].next_up(),
             None => f32::NEG_INFINITY,
         }
     }
