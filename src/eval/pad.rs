@@ -17,6 +17,7 @@ use facegate_models::Purpose;
 
 use super::lfw::{search_shares_verify, PathOutcome, Refusal, Seen};
 use super::plot::{self, Curve};
+use super::rates::{d_eer, threshold_at_bpcer};
 use super::{parallel, workers_or_cores, AnyError};
 use crate::config::Config;
 
@@ -99,15 +100,6 @@ fn pct(n: usize, of: usize) -> String {
     format!("{:.2} % ({n}/{of})", 100.0 * n as f64 / of.max(1) as f64)
 }
 
-/// The lowest threshold refusing at most `bpcer` of the bona fide scores.
-fn threshold_at_bpcer(bona: &[f32], bpcer: f64) -> f32 {
-    let mut s = bona.to_vec();
-    s.sort_by(f32::total_cmp);
-    let allowed = (bpcer * s.len() as f64).floor() as usize;
-    // Refused are the scores strictly below the threshold: at most `allowed` of them.
-    s.get(allowed).copied().unwrap_or(0.0)
-}
-
 pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     let mut items = read_index(&args.data)?;
     let extra = match &args.silentface {
@@ -167,14 +159,18 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     for purpose in [Purpose::Enrol, Purpose::Verify, Purpose::Search] {
         rates_at(&format!("configured, {purpose:?}"), pc.pad.threshold.get(purpose));
     }
+    // The shared rates take attack scores (higher = attack): the live score negated, which
+    // is exact and keeps every order; thresholds come back negated again.
+    let attack_score = |v: &[f32]| -> Vec<f32> { v.iter().map(|s| -s).collect() };
+    let (attack_scores, bona_scores) = (attack_score(&attacks), attack_score(&bona));
     for bpcer in [0.01, 0.02, 0.05, 0.10] {
         rates_at(
             &format!("BPCER {:.0} % (all bona fide pooled)", bpcer * 100.0),
-            threshold_at_bpcer(&bona, bpcer),
+            -threshold_at_bpcer(&bona_scores, bpcer),
         );
     }
-    let deer = detection_eer(&attacks, &bona);
-    println!("  D-EER (pooled) {:.2} % at threshold {:.4}", deer.0 * 100.0, deer.1);
+    let (deer, t) = d_eer(&bona_scores, &attack_scores);
+    println!("  D-EER (pooled) {:.2} % at threshold {:.4}", deer * 100.0, -t);
 
     // End to end: what each endpoint did with the photos.
     for (name, pick) in [
@@ -241,27 +237,6 @@ fn write_scores(path: &Path, items: &[Item], seen: &[Seen]) -> Result<(), AnyErr
     }
     std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
-}
-
-/// Where APCER (attacks at or above) and BPCER (bona fide below) cross.
-fn detection_eer(attacks: &[f32], bona: &[f32]) -> (f64, f32) {
-    let rate = |t: f32| {
-        let apcer = attacks.iter().filter(|s| **s >= t).count() as f64 / attacks.len().max(1) as f64;
-        let bpcer = bona.iter().filter(|s| **s < t).count() as f64 / bona.len().max(1) as f64;
-        (apcer, bpcer)
-    };
-    let (mut lo, mut hi) = (0.0f32, 1.0f32);
-    for _ in 0..50 {
-        let mid = (lo + hi) / 2.0;
-        let (a, b) = rate(mid);
-        if a > b {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    let (a, b) = rate(hi);
-    ((a + b) / 2.0, hi)
 }
 
 fn pictures(cfg: &Config, out: &Path, sources: &BTreeMap<(bool, &str), Vec<Option<f32>>>, bona: &[f32]) -> Result<(), AnyError> {

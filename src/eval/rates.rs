@@ -196,6 +196,47 @@ pub fn percentile(v: &[f32], p: f64) -> f32 {
     s[((p / 100.0) * (s.len() - 1) as f64).round() as usize]
 }
 
+// Presentation-attack detection rates (ISO/IEC 30107-3) on attack scores.
+
+/// Share of `v` at or above `t`: refused, for attack scores (higher = more likely an
+/// attack, as MAD's morph score; PAD's live score negated).
+pub(crate) fn share_at_or_above(v: &[f32], t: f32) -> f64 {
+    v.iter().filter(|s| **s >= t).count() as f64 / v.len().max(1) as f64
+}
+
+/// The lowest threshold whose BPCER is at most `bpcer`: strictly above all but the
+/// allowed number of bona fide scores.
+pub(crate) fn threshold_at_bpcer(bona: &[f32], bpcer: f64) -> f32 {
+    let mut desc = bona.to_vec();
+    desc.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (bpcer * desc.len() as f64).floor() as usize;
+    desc.get(allowed).map_or(f32::MIN, |s| s.next_up())
+}
+
+/// The highest threshold whose APCER is at most `apcer`.
+pub(crate) fn threshold_at_apcer(morphs: &[f32], apcer: f64) -> f32 {
+    let mut asc = morphs.to_vec();
+    asc.sort_by(f32::total_cmp);
+    let allowed = (apcer * asc.len() as f64).floor() as usize;
+    asc.get(allowed).copied().unwrap_or(f32::MAX)
+}
+
+/// Detection equal error rate: where APCER and BPCER cross, and its threshold.
+pub(crate) fn d_eer(bona: &[f32], morphs: &[f32]) -> (f64, f32) {
+    let mut ts: Vec<f32> = bona.iter().chain(morphs).copied().collect();
+    ts.sort_by(f32::total_cmp);
+    ts.dedup();
+    let mut best = (f64::MAX, 1.0, 0.5f32);
+    for t in ts {
+        let bpcer = share_at_or_above(bona, t);
+        let apcer = 1.0 - share_at_or_above(morphs, t);
+        if (bpcer - apcer).abs() < best.0 {
+            best = ((bpcer - apcer).abs(), (bpcer + apcer) / 2.0, t);
+        }
+    }
+    (best.1, best.2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +279,22 @@ mod tests {
         assert_eq!(accuracy(&pairs, 0.5), 0.75);
         let t = best_threshold(&pairs);
         assert!(t > 0.1 && t < 0.9);
+    }
+
+    #[test]
+    fn iso_rates_on_a_known_set() {
+        let bona: Vec<f32> = (0..100).map(|i| i as f32 / 200.0).collect(); // 0.000 .. 0.495
+        let morphs: Vec<f32> = (0..100).map(|i| 0.4 + i as f32 / 200.0).collect(); // 0.400 .. 0.895
+                                                                                   // BPCER <= 1 %: one bona fide score (0.495) may be refused, so t lies just above 0.490.
+        let t1 = threshold_at_bpcer(&bona, 0.01);
+        assert!(t1 > 0.490 && t1 <= 0.4951, "{t1}");
+        assert_eq!(share_at_or_above(&bona, t1), 0.01);
+        // APCER <= 10 %: the ten lowest morphs (0.400..0.445) may pass.
+        let t10 = threshold_at_apcer(&morphs, 0.10);
+        assert!((t10 - 0.45).abs() < 1e-6, "{t10}");
+        assert!((1.0 - share_at_or_above(&morphs, t10) - 0.10).abs() < 1e-9);
+        let (eer, t) = d_eer(&bona, &morphs);
+        assert!((eer - 0.10).abs() < 0.011 && (0.4..=0.5).contains(&t), "{eer} at {t}");
+        assert_eq!(d_eer(&[0.1, 0.2], &[0.8, 0.9]).0, 0.0);
     }
 }
