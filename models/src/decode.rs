@@ -1,6 +1,9 @@
 //! Image bytes -> RGB pixels, with hard limits checked from the header before any pixel
 //! buffer is allocated (a 20-byte PNG can claim 100,000 x 100,000 pixels).
 
+mod jpeg;
+mod png;
+
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
@@ -41,6 +44,11 @@ const FORMATS: &[ImageFormat] = &[
 
 /// Decode to 8-bit RGB with the EXIF orientation applied. Grey, alpha, palette and
 /// 16-bit images are converted; alpha is dropped.
+///
+/// Memory per decode is bounded before any pixel buffer exists: by `max_pixels` from the
+/// header, and by what the file's size can encode (`too_small_for`), so a small file never
+/// costs a large decode. PNG metadata (ICC profiles, text, EXIF: compressed chunks that
+/// can inflate a thousandfold) is dropped unread; no gate uses colour management.
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
@@ -51,20 +59,40 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
             limit: limits.max_image_bytes,
         });
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    match reader.format() {
-        Some(f) if FORMATS.contains(&f) => {}
-        _ => return Err(DecodeError::UnsupportedFormat),
+    match image::guess_format(bytes) {
+        Ok(ImageFormat::Jpeg) => jpeg::decode(bytes, limits),
+        Ok(ImageFormat::Png) => other(&png::prepare(bytes, limits)?, ImageFormat::Png, limits),
+        Ok(f) if FORMATS.contains(&f) => other(bytes, f, limits),
+        _ => Err(DecodeError::UnsupportedFormat),
     }
-    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-        // The JPEG decoder fills a cut-off scan with grey and reports success; a face
-        // half made of grey must not reach the gates.
-        return Err(DecodeError::Corrupt(
-            "the JPEG is truncated (no end-of-image marker after its last scan)".into(),
-        ));
+}
+
+/// The header's size against the pixel limits.
+fn check_size(width: u32, height: u32, limits: &ImageLimits) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Corrupt("zero width or height".into()));
     }
+    if width > limits.max_side || height > limits.max_side || u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(DecodeError::TooManyPixels {
+            width,
+            height,
+            limit: format!("{} pixels, {} a side", limits.max_pixels, limits.max_side),
+        });
+    }
+    Ok(())
+}
+
+/// An image whose file is too small to encode the size its header declares: refused
+/// before its pixel buffer is allocated.
+fn too_small_for(width: u32, height: u32, size: usize, needs: u64) -> DecodeError {
+    DecodeError::Corrupt(format!(
+        "the image declares {width}x{height} pixels, which {size} bytes cannot encode (at least {needs} needed)"
+    ))
+}
+
+/// PNG and the other formats, through the image crate's decoders.
+fn other(bytes: &[u8], format: ImageFormat, limits: &ImageLimits) -> Result<RgbImage, DecodeError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);
@@ -73,34 +101,13 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
     reader.limits(decoder_limits);
     let mut decoder = reader.into_decoder().map_err(limit_or_corrupt)?;
     let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(DecodeError::Corrupt("zero width or height".into()));
-    }
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(DecodeError::TooManyPixels {
-            width,
-            height,
-            limit: format!("{} pixels", limits.max_pixels),
-        });
-    }
+    check_size(width, height, limits)?;
     let orientation = decoder.orientation().ok();
     let mut image = DynamicImage::from_decoder(decoder).map_err(limit_or_corrupt)?;
     if let Some(o) = orientation {
         image.apply_orientation(o);
     }
     Ok(image.into_rgb8())
-}
-
-/// A complete JPEG has an end-of-image marker (FF D9) after the start of its last scan
-/// (FF DA). Inside entropy-coded data every FF byte is stuffed (FF 00) or a restart
-/// marker, so FF D9 there can only be the real end; an EXIF thumbnail's own FF D9 comes
-/// before the main image's scans.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
-    match (last(0xDA), last(0xD9)) {
-        (Some(sos), Some(eoi)) => eoi > sos,
-        _ => false,
-    }
 }
 
 fn limit_or_corrupt(e: image::ImageError) -> DecodeError {
@@ -197,5 +204,130 @@ mod tests {
         };
         let err = decode(&png(8, 8, image::ExtendedColorType::Rgb8), &limits).unwrap_err();
         assert!(matches!(err, DecodeError::TooManyBytes { .. }));
+    }
+
+    fn testdata(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run python3 models/fetch.py", path.display()))
+    }
+
+    /// obama.jpg re-encoded as `kind` requires.
+    fn jpeg(kind: &str) -> Vec<u8> {
+        let rgb = decode(&testdata("obama.jpg"), &ImageLimits::default()).unwrap_or_else(|e| panic!("{e}"));
+        let (w, h) = (rgb.width() as u16, rgb.height() as u16);
+        let mut out = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+        let (pixels, colour) = match kind {
+            "progressive" => {
+                enc.set_progressive(true);
+                (rgb.into_raw(), jpeg_encoder::ColorType::Rgb)
+            }
+            "restart" => {
+                enc.set_restart_interval(3);
+                (rgb.into_raw(), jpeg_encoder::ColorType::Rgb)
+            }
+            "grey" => (
+                image::DynamicImage::ImageRgb8(rgb).into_luma8().into_raw(),
+                jpeg_encoder::ColorType::Luma,
+            ),
+            "cmyk" => {
+                // Printers' CMYK (ink, 255 = full): R = (255 - C)(255 - K) / 255.
+                let cmyk = rgb.pixels().flat_map(|p| {
+                    let max = u32::from(p.0.iter().copied().max().unwrap_or(0)).max(1);
+                    let ink = |v: u8| (255 - 255 * u32::from(v) / max) as u8;
+                    [ink(p.0[0]), ink(p.0[1]), ink(p.0[2]), (255 - max) as u8]
+                });
+                (cmyk.collect(), jpeg_encoder::ColorType::Cmyk)
+            }
+            "rotated" => {
+                // EXIF: big-endian TIFF, one IFD entry, Orientation (0x0112) = 6 (90 degrees clockwise).
+                let exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+                enc.add_app_segment(1, exif).unwrap_or_else(|e| panic!("{e}"));
+                (rgb.into_raw(), jpeg_encoder::ColorType::Rgb)
+            }
+            _ => (rgb.into_raw(), jpeg_encoder::ColorType::Rgb),
+        };
+        enc.encode(&pixels, w, h, colour).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        out
+    }
+
+    fn mean(img: &RgbImage) -> [f64; 3] {
+        let n = f64::from(img.width() * img.height());
+        let mut m = [0.0; 3];
+        for p in img.pixels() {
+            for (m, v) in m.iter_mut().zip(p.0) {
+                *m += f64::from(v) / n;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn every_kind_of_complete_jpeg_decodes_to_the_same_picture() {
+        let reference = decode(&testdata("obama.jpg"), &ImageLimits::default()).unwrap_or_else(|e| panic!("{e}"));
+        let want = mean(&reference);
+        for kind in ["baseline", "progressive", "restart", "grey", "cmyk"] {
+            let img = decode(&jpeg(kind), &ImageLimits::default()).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(img.dimensions(), reference.dimensions(), "{kind}");
+            let got = mean(&img);
+            let tolerance = if kind == "grey" { 40.0 } else { 6.0 };
+            for c in 0..3 {
+                assert!((got[c] - want[c]).abs() < tolerance, "{kind}: mean {got:?} against {want:?}");
+            }
+        }
+        // The same pixels and encoder settings as "baseline", plus the EXIF segment.
+        let upright = decode(&jpeg("baseline"), &ImageLimits::default()).unwrap_or_else(|e| panic!("{e}"));
+        let rotated = decode(&jpeg("rotated"), &ImageLimits::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rotated.dimensions(),
+            (upright.height(), upright.width()),
+            "EXIF orientation 6 is applied"
+        );
+        assert_eq!(rotated.get_pixel(upright.height() - 1, 0), upright.get_pixel(0, 0));
+    }
+
+    /// A JPEG cut anywhere and given a forged end-of-image marker is refused, as is the cut
+    /// alone: at 70 cut points in each of a baseline, a progressive and a restart-marker file.
+    #[test]
+    fn a_cut_jpeg_is_refused_whatever_bytes_follow() {
+        let mut tried = 0;
+        for kind in ["baseline", "progressive", "restart"] {
+            let whole = jpeg(kind);
+            for i in 0..70 {
+                let cut = whole.len() * (10 + i) / 82;
+                for tail in [&[][..], &[0xFF, 0xD9][..]] {
+                    let mut forged = whole[..cut].to_vec();
+                    forged.extend_from_slice(tail);
+                    let result = decode(&forged, &ImageLimits::default());
+                    assert!(
+                        matches!(result, Err(DecodeError::Corrupt(_))),
+                        "{kind} cut at {cut} of {} with {tail:x?} appended: {:?}",
+                        whole.len(),
+                        result.map(|i| i.dimensions())
+                    );
+                    tried += 1;
+                }
+            }
+        }
+        assert_eq!(tried, 420);
+    }
+
+    #[test]
+    fn a_small_jpeg_declaring_a_huge_size_is_refused_before_decoding() {
+        let small = RgbImage::from_pixel(64, 64, image::Rgb([90, 60, 50]));
+        let mut bytes = Vec::new();
+        jpeg_encoder::Encoder::new(&mut bytes, 90)
+            .encode(small.as_raw(), 64, 64, jpeg_encoder::ColorType::Rgb)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(bytes.len() < 10_000);
+        // Rewrite the frame header (SOF0) to claim 12000 x 3333 pixels.
+        let sof = bytes
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .unwrap_or_else(|| panic!("no SOF0"));
+        bytes[sof + 5..sof + 7].copy_from_slice(&3333u16.to_be_bytes());
+        bytes[sof + 7..sof + 9].copy_from_slice(&12000u16.to_be_bytes());
+        let err = decode(&bytes, &ImageLimits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Corrupt(ref m) if m.contains("cannot encode")), "{err:?}");
     }
 }
