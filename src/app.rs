@@ -9,13 +9,14 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
-use facegate_actors::{GalleryDirectory, PipelinePool};
+use facegate_actors::{Admission, GalleryDirectory, PipelinePool};
 use facegate_models::{FaceTemplate, Purpose};
 use tracing::Instrument;
 
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::intake::BodyBudget;
 use crate::metrics::Metrics;
 use crate::routes;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub gallery: Arc<GalleryDirectory>,
     pub keys: Keys,
     pub metrics: Metrics,
+    /// Request body bytes held in memory across every connection.
+    pub bodies: BodyBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,15 +56,21 @@ impl AppState {
             gallery,
             keys,
             metrics: Metrics::new()?,
+            bodies: BodyBudget::new(cfg.server.body_budget_bytes, cfg.server.max_body_bytes),
             cfg,
         }))
     }
 
-    /// Run the face pipeline, bounded by the request timeout; rejections become errors.
-    pub async fn analyze(&self, image: Vec<u8>, purpose: Purpose) -> Result<FaceTemplate, ApiError> {
-        self.metrics.in_flight.set(self.pool.in_flight() as i64 + 1);
+    /// Run the face pipeline in the place the request was admitted to (`None`: admit now),
+    /// bounded by the request timeout; rejections become errors.
+    pub async fn analyze(&self, place: Option<Admission>, image: Vec<u8>, purpose: Purpose) -> Result<FaceTemplate, ApiError> {
+        let place = match place {
+            Some(p) => p,
+            None => self.pool.admit()?,
+        };
+        self.metrics.in_flight.set(self.pool.in_flight() as i64);
         let timeout = Duration::from_secs(self.cfg.server.request_timeout_secs);
-        let result = tokio::time::timeout(timeout, self.pool.analyze(image, purpose)).await;
+        let result = tokio::time::timeout(timeout, self.pool.analyze(place, image, purpose)).await;
         self.metrics.in_flight.set(self.pool.in_flight() as i64);
         let analysis =
             result.map_err(|_| ApiError::Unavailable(format!("the face pipeline did not answer within {} s", timeout.as_secs())))??;
@@ -83,21 +92,51 @@ impl AppState {
     }
 }
 
-/// Every route of API.md.
+/// Every route of API.md; a known path asked with another method answers 405 with Allow.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
-            .route("/search", web::post().to(routes::search::handle))
-            .route("/verify", web::post().to(routes::verify::handle))
-            .route("/enrol", web::post().to(routes::enrol::handle))
-            .route("/delete", web::post().to(routes::delete::handle))
-            .route("/health", web::get().to(routes::health::handle))
-            .route("/partitions", web::get().to(routes::partitions::handle))
-            .route("/stats", web::get().to(routes::stats::handle))
-            .route("/openapi.json", web::get().to(routes::openapi::handle)),
+            .service(post("/search", routes::search::handle))
+            .service(post("/verify", routes::verify::handle))
+            .service(post("/enrol", routes::enrol::handle))
+            .service(post("/delete", routes::delete::handle))
+            .service(get("/health", routes::health::handle))
+            .service(get("/partitions", routes::partitions::handle))
+            .service(get("/stats", routes::stats::handle))
+            .service(get("/openapi.json", routes::openapi::handle)),
     )
-    .route("/metrics", web::get().to(routes::metrics::handle))
+    .service(get("/metrics", routes::metrics::handle))
     .default_service(web::to(routes::not_found));
+}
+
+/// A route taking one method, 405 with Allow for any other.
+fn one_method<F, Args>(path: &'static str, method: actix_web::Route, allow: &'static str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(method.to(handler))
+        .default_service(web::to(routes::wrong_method(allow)))
+}
+
+fn get<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    one_method(path, web::get(), "GET", handler)
+}
+
+fn post<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    one_method(path, web::post(), "POST", handler)
 }
 
 /// The request id a caller sent (if sane) or a new one.

@@ -1,34 +1,16 @@
-//! Reading request bodies: bounded reads, JSON with specific messages, base64 images.
+//! Request bodies once read (`intake`): JSON with specific messages, base64 images, ranges.
 
-use actix_web::web;
 use base64::Engine;
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// Read at most `limit` bytes; the server never buffers more than that.
-pub async fn read(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    let mut buf = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the request body: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the request body is over the limit of {limit} bytes"
-            )));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
 /// Parse JSON, naming what is wrong (missing field, wrong type, where).
-pub async fn json<T: DeserializeOwned>(payload: web::Payload, limit: usize) -> Result<T, ApiError> {
-    let bytes = read(payload, limit).await?;
+pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::InvalidRequest("the request body is empty; send a JSON object".into()));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidRequest(format!("malformed JSON request: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidRequest(format!("malformed JSON request: {e}")))
 }
 
 /// Standard alphabet, padding optional (some clients strip it).

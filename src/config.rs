@@ -38,6 +38,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A biometric request still unanswered after this many seconds gets 503.
     pub request_timeout_secs: u64,
+    /// Request bytes held in memory at once across every connection; past it, new bodies
+    /// are refused (503 + Retry-After) before they are read. 0 = a sixteenth of the RAM,
+    /// at most 512 MiB.
+    pub body_budget_bytes: usize,
+    /// A body must have arrived whole this many seconds after the handler starts reading
+    /// it; a stalled upload is answered 408 and its connection closed.
+    pub body_timeout_secs: u64,
     pub default_top_k: usize,
     pub max_top_k: usize,
     /// Log lines as JSON objects instead of text.
@@ -91,6 +98,8 @@ impl Default for ServerConfig {
             http_workers: 0,
             max_body_bytes: 16 << 20,
             request_timeout_secs: 30,
+            body_budget_bytes: 0,
+            body_timeout_secs: 20,
             default_top_k: 5,
             max_top_k: 100,
             json_logs: false,
@@ -163,6 +172,12 @@ impl Config {
         }
         if s.max_body_bytes < 1024 {
             return fail("server.max_body_bytes must be at least 1024");
+        }
+        if s.body_timeout_secs == 0 {
+            return fail("server.body_timeout_secs must be positive");
+        }
+        if s.body_budget_bytes != 0 && s.body_budget_bytes < s.max_body_bytes {
+            return fail("server.body_budget_bytes must be 0 (sized for the machine) or at least server.max_body_bytes");
         }
         if s.request_timeout_secs == 0 {
             return fail("server.request_timeout_secs must be positive");

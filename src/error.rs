@@ -35,6 +35,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     IdentityCollision(String),
+    #[error("{message}")]
+    MethodNotAllowed { message: String, allow: &'static str },
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     Overloaded(String),
     #[error("{0}")]
@@ -62,6 +66,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::IdentityCollision(_) => "IDENTITY_COLLISION",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
             ApiError::Overloaded(_) => "OVERLOADED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
@@ -102,6 +108,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) | ApiError::IdentityCollision(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,6 +119,13 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Overloaded(_)) {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            res.insert_header((header::ALLOW, *allow));
+        }
+        // A body that stalled is not read further: the connection is not reused.
+        if matches!(self, ApiError::RequestTimeout(_)) {
+            res.force_close();
         }
         if matches!(self, ApiError::Unauthorized) {
             res.insert_header((header::WWW_AUTHENTICATE, "ApiKey header=\"X-API-Key\""));
@@ -243,6 +258,12 @@ mod tests {
         assert_eq!(row(PoolError::WorkerFailed.into()), (503, "UNAVAILABLE", None));
         assert_eq!(row(ApiError::Unauthorized), (401, "UNAUTHORIZED", None));
         assert_eq!(row(ApiError::Forbidden("f".into())), (403, "FORBIDDEN", None));
+        let wrong_method = ApiError::MethodNotAllowed {
+            message: "m".into(),
+            allow: "POST",
+        };
+        assert_eq!(row(wrong_method), (405, "METHOD_NOT_ALLOWED", None));
+        assert_eq!(row(ApiError::RequestTimeout("t".into())), (408, "REQUEST_TIMEOUT", None));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod enrol_dir;
 pub mod error;
 pub mod eval;
 pub mod faces;
+pub mod intake;
 pub mod metrics;
 pub mod routes;
 pub mod xml;

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub collisions: IntCounterVec,
     pub subjects: IntGaugeVec,
     pub in_flight: IntGauge,
+    pub body_bytes: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12];
@@ -48,7 +49,12 @@ impl Metrics {
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(collisions.clone()))?;
         registry.register(Box::new(subjects.clone()))?;
+        let body_bytes = IntGauge::new(
+            "request_body_bytes_held",
+            "Request body bytes held in memory (server.body_budget_bytes bounds it)",
+        )?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(body_bytes.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -58,6 +64,7 @@ impl Metrics {
             collisions,
             subjects,
             in_flight,
+            body_bytes,
         })
     }
 

@@ -14,6 +14,7 @@ pub async fn handle(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
         }
     }
     state.metrics.in_flight.set(state.pool.in_flight() as i64);
+    state.metrics.body_bytes.set(state.bodies.held() as i64);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render()))

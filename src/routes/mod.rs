@@ -10,14 +10,26 @@ pub mod search;
 pub mod stats;
 pub mod verify;
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use facegate_actors::names;
-use serde::Deserialize;
+use std::time::Duration;
 
-use crate::{app::AppState, auth::Caller, body, config::Right, error::ApiError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use facegate_actors::{names, Admission};
+use serde::{de::DeserializeOwned, Deserialize};
+
+use crate::{app::AppState, auth::Caller, body, config::Right, error::ApiError, intake};
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into()))
+}
+
+/// The answer to a known path with a method it does not take: 405 naming the one it does.
+pub fn wrong_method(allow: &'static str) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
+    move || {
+        std::future::ready(Err(ApiError::MethodNotAllowed {
+            message: format!("this endpoint takes {allow} only"),
+            allow,
+        }))
+    }
 }
 
 /// A 200 XML answer.
@@ -35,23 +47,100 @@ pub fn default_partition() -> String {
 pub struct SubjectPhoto {
     pub image: String,
     pub subject_id: String,
-    #[serde(default = "default_partition")]
-    pub partition: String,
+    pub partition: Option<String>,
+}
+
+/// `?partition=` on a biometric route: the partition named before the body, so that a key
+/// without rights on it is refused without reading the body.
+#[derive(Deserialize)]
+struct PartitionParam {
+    partition: Option<String>,
+}
+
+/// A body-carrying request past the checks that need no body, cheapest first: the key
+/// (401), the partition of the query and the key's rights on it (400, 403), a place in the
+/// pipeline when the route needs one (503), then the body within its budget and deadline
+/// (413, 503, 408). Nothing of the body has been parsed yet.
+pub struct Started<'a> {
+    pub caller: Caller<'a>,
+    /// The pipeline place, for routes that run it.
+    pub place: Option<Admission>,
+    query_partition: Option<String>,
+    body: intake::Body<'a>,
+}
+
+pub async fn start<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    right: Right,
+    pipeline: bool,
+) -> Result<Started<'a>, ApiError> {
+    let caller = state.keys.caller(req)?;
+    let query = web::Query::<PartitionParam>::from_query(req.query_string())
+        .map_err(|e| ApiError::InvalidRequest(format!("bad query string: {e}")))?
+        .into_inner()
+        .partition;
+    if let Some(p) = &query {
+        names::validate_partition(p)?;
+        caller.require(p, right)?;
+    }
+    let place = if pipeline { Some(state.pool.admit()?) } else { None };
+    let server = &state.cfg.server;
+    let body = intake::read(
+        req,
+        payload,
+        &state.bodies,
+        server.max_body_bytes,
+        Duration::from_secs(server.body_timeout_secs),
+    )
+    .await?;
+    Ok(Started {
+        caller,
+        place,
+        query_partition: query,
+        body,
+    })
+}
+
+impl Started<'_> {
+    /// The JSON body, naming what is wrong (missing field, wrong type, where).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        body::json(&self.body.bytes)
+    }
+
+    /// The partition from the query and the body (which must agree when both name one),
+    /// "default" when neither does, checked against the key's rights.
+    pub fn partition(&self, in_body: Option<String>, right: Right) -> Result<String, ApiError> {
+        let p = match (&self.query_partition, in_body) {
+            (Some(q), Some(b)) if *q != b => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "partition {b:?} in the body and {q:?} in the query differ"
+                )))
+            }
+            (Some(q), _) => q.clone(),
+            (None, Some(b)) => b,
+            (None, None) => default_partition(),
+        };
+        names::validate_partition(&p)?;
+        self.caller.require(&p, right)?;
+        Ok(p)
+    }
 }
 
 /// Read a `SubjectPhoto` and its image bytes, checking in the order that costs least: the
-/// key (401), the JSON and names (400), the key's rights on the partition (403), base64.
+/// key (401), the query's partition (403), the pipeline's capacity (503), the body, the
+/// JSON and names (400), the key's rights on the partition (403), base64.
 pub async fn subject_photo<'a>(
     state: &'a AppState,
     req: &HttpRequest,
     payload: web::Payload,
     right: Right,
-) -> Result<(Caller<'a>, SubjectPhoto, Vec<u8>), ApiError> {
-    let caller = state.keys.caller(req)?;
-    let r: SubjectPhoto = body::json(payload, state.cfg.server.max_body_bytes).await?;
-    names::validate_partition(&r.partition)?;
+) -> Result<(Started<'a>, String, String, Vec<u8>), ApiError> {
+    let started = start(state, req, payload, right, true).await?;
+    let r: SubjectPhoto = started.json()?;
     names::validate_subject(&r.subject_id)?;
-    caller.require(&r.partition, right)?;
+    let partition = started.partition(r.partition, right)?;
     let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
-    Ok((caller, r, image))
+    Ok((started, partition, r.subject_id, image))
 }

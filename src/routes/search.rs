@@ -1,5 +1,4 @@
 use actix_web::{web, HttpRequest, HttpResponse};
-use facegate_actors::names;
 use facegate_models::Purpose;
 use serde::Deserialize;
 
@@ -9,26 +8,24 @@ use crate::{app::AppState, body, config::Right, error::ApiError, xml};
 #[serde(deny_unknown_fields)]
 struct SearchRequest {
     image: String,
-    #[serde(default = "super::default_partition")]
-    partition: String,
+    partition: Option<String>,
     top_k: Option<i64>,
     min_score: Option<f64>,
 }
 
 /// POST /api/v1/search: 1:N.
 pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let caller = state.keys.caller(&req)?;
-    let r: SearchRequest = body::json(payload, state.cfg.server.max_body_bytes).await?;
-    names::validate_partition(&r.partition)?;
-    caller.require(&r.partition, Right::Search)?;
+    let started = super::start(&state, &req, payload, Right::Search, true).await?;
+    let r: SearchRequest = started.json()?;
+    let partition = started.partition(r.partition, Right::Search)?;
     let top_k = body::top_k(r.top_k, state.cfg.server.default_top_k, state.cfg.server.max_top_k)?;
     let min_score = body::min_score(r.min_score)?;
     let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
-    if !state.gallery.exists(&r.partition) {
-        return Err(ApiError::NotFound(format!("partition {:?} not found", r.partition)));
+    if !state.gallery.exists(&partition) {
+        return Err(ApiError::NotFound(format!("partition {partition:?} not found")));
     }
-    let face = state.analyze(image, Purpose::Search).await?;
+    let face = state.analyze(started.place, image, Purpose::Search).await?;
     let model_id = face.model_id.clone();
-    let hits = state.gallery.search(&r.partition, face.vector, &model_id, top_k, min_score).await?;
+    let hits = state.gallery.search(&partition, face.vector, &model_id, top_k, min_score).await?;
     Ok(super::xml(xml::search(&hits, face.quality, &model_id)))
 }
