@@ -1,7 +1,7 @@
 //! The partition directory: every partition's actor and read handle, by name. Loads the
 //! partitions found under the data directory at start and creates one on its first enrol.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -31,6 +31,9 @@ pub struct GalleryConfig {
     /// An approximate partition stays exact below this size; it is built approximate when
     /// it loads past it.
     pub approx_min_templates: usize,
+    /// Create the gallery's files and directories readable by this user only (0600 /
+    /// 0700: the process umask becomes 077); false keeps the umask the service started with.
+    pub private_files: bool,
 }
 
 impl Default for GalleryConfig {
@@ -43,6 +46,7 @@ impl Default for GalleryConfig {
             ivf_nprobe: 32,
             lsh_rerank: 32.0,
             approx_min_templates: 100_000,
+            private_files: true,
         }
     }
 }
@@ -84,7 +88,14 @@ pub struct GalleryDirectory {
 impl GalleryDirectory {
     /// Start an actor for every partition on disk. Must run inside an actix system.
     pub fn open(cfg: GalleryConfig, dim: usize) -> std::io::Result<Arc<Self>> {
+        if cfg.private_files {
+            // SQLite and FAISS create their files themselves (the journal, the snapshots):
+            // only the umask reaches all of them.
+            // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
+            unsafe { libc::umask(0o077) };
+        }
         std::fs::create_dir_all(&cfg.data_dir)?;
+        warn_if_readable_by_others(&cfg.data_dir);
         let dir = Arc::new(Self {
             cfg,
             dim,
@@ -290,4 +301,33 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&shared))
         .await
         .unwrap_or_else(|_| Err(GalleryError::Unavailable(name)))
+}
+
+/// Warn, naming one, when files or directories under the gallery can be read by other
+/// users (left by an earlier run with another umask, or copied in).
+fn warn_if_readable_by_others(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut loose, mut first) = (0usize, None);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in std::iter::once(dir.clone()).chain(entries.flatten().map(|e| e.path())) {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if path != dir && meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                loose += 1;
+                first.get_or_insert(path);
+            }
+        }
+    }
+    if let Some(first) = first {
+        tracing::warn!(
+            files = loose,
+            first = %first.display(),
+            "gallery files are readable by other users; chmod -R go= the data directory"
+        );
+    }
 }

@@ -22,15 +22,16 @@ pub fn validate_partition(name: &str) -> Result<(), GalleryError> {
     }
 }
 
-/// 1-128 bytes of UTF-8 without control characters and without leading or trailing
-/// whitespace. Subject ids are data, never paths, so '<', '&' or '/' are allowed.
+/// 1-128 characters (as JSON Schema's maxLength counts them, so the OpenAPI document can
+/// state the rule) without control characters and without leading or trailing whitespace.
+/// Subject ids are data, never paths, so '<', '&' or '/' are allowed.
 pub fn validate_subject(id: &str) -> Result<(), GalleryError> {
-    let ok = !id.is_empty() && id.len() <= MAX_SUBJECT_LEN && !id.chars().any(char::is_control) && id.trim() == id;
+    let ok = !id.is_empty() && id.chars().count() <= MAX_SUBJECT_LEN && !id.chars().any(char::is_control) && id.trim() == id;
     if ok {
         Ok(())
     } else {
         Err(GalleryError::InvalidName(format!(
-            "subject_id must be 1-{MAX_SUBJECT_LEN} bytes without control characters or surrounding spaces"
+            "subject_id must be 1-{MAX_SUBJECT_LEN} characters without control characters or surrounding spaces"
         )))
     }
 }
