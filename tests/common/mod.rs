@@ -1,0 +1,96 @@
+//! What the API tests share: the real app (real models, FAISS, SQLite) as an
+//! `actix_web::test` service, photos, and requests that check the answer's content type.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+
+use actix_web::{dev::ServiceResponse, http::StatusCode, test};
+use base64::Engine;
+use facegate::config::Config;
+
+/// The app on `cfg`, as `facegate serve` builds it.
+macro_rules! service {
+    ($cfg:expr) => {{
+        let state = actix_web::web::Data::from(facegate::app::AppState::start($cfg).unwrap_or_else(|e| panic!("{e}")));
+        actix_web::test::init_service(
+            actix_web::App::new()
+                .app_data(state)
+                .wrap(actix_web::middleware::from_fn(facegate::app::observe))
+                .configure(facegate::app::routes),
+        )
+        .await
+    }};
+}
+
+pub fn photo(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/testdata").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run python3 models/fetch.py", path.display()))
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn config(data: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.gallery.data_dir = data.to_path_buf();
+    cfg.pool.workers = 1;
+    cfg.resolve_paths();
+    cfg
+}
+
+pub async fn post<S, B: actix_web::body::MessageBody>(
+    svc: &S,
+    path: &str,
+    body: serde_json::Value,
+    key: Option<&str>,
+) -> (StatusCode, String)
+where
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let mut req = test::TestRequest::post().uri(path).set_payload(body.to_string());
+    if let Some(k) = key {
+        req = req.insert_header(("X-API-Key", k));
+    }
+    let res = test::call_service(svc, req.to_request()).await;
+    let status = res.status();
+    if status.as_u16() != 200
+        || path.starts_with("/api/v1/s")
+        || path.starts_with("/api/v1/v")
+        || path.starts_with("/api/v1/e")
+        || path.starts_with("/api/v1/d")
+    {
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ct.starts_with("application/xml"), "{path} answered {ct}");
+    }
+    (status, String::from_utf8_lossy(&test::read_body(res).await).into_owned())
+}
+
+pub async fn get<S, B: actix_web::body::MessageBody>(svc: &S, path: &str, key: Option<&str>) -> (StatusCode, serde_json::Value)
+where
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let mut req = test::TestRequest::get().uri(path);
+    if let Some(k) = key {
+        req = req.insert_header(("X-API-Key", k));
+    }
+    let res = test::call_service(svc, req.to_request()).await;
+    let status = res.status();
+    let body = test::read_body(res).await;
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())),
+    )
+}
+
+pub fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].to_string())
+}
