@@ -9,7 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
-use facegate_actors::{Admission, GalleryDirectory, PipelinePool};
+use facegate_actors::{GalleryDirectory, PipelinePool};
 use facegate_models::{FaceTemplate, Purpose};
 use tracing::Instrument;
 
@@ -61,16 +61,11 @@ impl AppState {
         }))
     }
 
-    /// Run the face pipeline in the place the request was admitted to (`None`: admit now),
-    /// bounded by the request timeout; rejections become errors.
-    pub async fn analyze(&self, place: Option<Admission>, image: Vec<u8>, purpose: Purpose) -> Result<FaceTemplate, ApiError> {
-        let place = match place {
-            Some(p) => p,
-            None => self.pool.admit()?,
-        };
-        self.metrics.in_flight.set(self.pool.in_flight() as i64);
+    /// Run the face pipeline, bounded by the request timeout; rejections become errors.
+    pub async fn analyze(&self, image: Vec<u8>, purpose: Purpose) -> Result<FaceTemplate, ApiError> {
+        self.metrics.in_flight.set(self.pool.in_flight() as i64 + 1);
         let timeout = Duration::from_secs(self.cfg.server.request_timeout_secs);
-        let result = tokio::time::timeout(timeout, self.pool.analyze(place, image, purpose)).await;
+        let result = tokio::time::timeout(timeout, self.pool.analyze(image, purpose)).await;
         self.metrics.in_flight.set(self.pool.in_flight() as i64);
         let analysis =
             result.map_err(|_| ApiError::Unavailable(format!("the face pipeline did not answer within {} s", timeout.as_secs())))??;

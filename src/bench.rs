@@ -73,6 +73,24 @@ pub enum BenchSet {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Abuse a running server on loopback (slow uploads, a retry storm, forged truncated
+    /// JPEGs, costly small images) and print its RSS and what it serves meanwhile. Run the
+    /// server with FACEGATE__POOL__MAX_INFLIGHT=8 and FACEGATE__COLLISION__POLICY=off.
+    Abuse {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// The server's process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        /// A JPEG face photo (searched by the well-behaved clients; cut for the forgeries).
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        slow_connections: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+    },
 }
 
 type AnyError = Box<dyn std::error::Error>;
@@ -106,6 +124,19 @@ pub fn run(set: BenchSet) -> Result<(), AnyError> {
             concurrency,
             seconds,
         } => load(&server, api_key, photos.as_deref(), &partition, &subject, &concurrency, seconds),
+        BenchSet::Abuse {
+            server,
+            pid,
+            image,
+            slow_connections,
+            seconds,
+        } => crate::abuse::run(&crate::abuse::Abuse {
+            server,
+            pid,
+            image: std::fs::read(&image)?,
+            slow_connections,
+            seconds,
+        }),
     }
 }
 

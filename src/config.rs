@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// A body must have arrived whole this many seconds after the handler starts reading
     /// it; a stalled upload is answered 408 and its connection closed.
     pub body_timeout_secs: u64,
+    /// A request refused because the pipeline is full or the body budget is spent is
+    /// answered (503 + Retry-After) after this pause, so that clients retrying at once do
+    /// not take the CPU from the requests being served.
+    pub overload_delay_ms: u64,
     pub default_top_k: usize,
     pub max_top_k: usize,
     /// Log lines as JSON objects instead of text.
@@ -100,6 +104,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             body_budget_bytes: 0,
             body_timeout_secs: 20,
+            overload_delay_ms: 250,
             default_top_k: 5,
             max_top_k: 100,
             json_logs: false,

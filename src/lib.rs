@@ -1,6 +1,7 @@
 //! facegate's HTTP layer: configuration, the error table, XML bodies, API keys, metrics
 //! and one handler module per resource. The engine lives in `facegate-actors`.
 
+pub mod abuse;
 pub mod app;
 pub mod auth;
 pub mod bench;

@@ -12,4 +12,4 @@ pub mod pool;
 pub use directory::{GalleryConfig, GalleryDirectory};
 pub use error::GalleryError;
 pub use gallery::{Candidate, IndexKind, PartitionStatus};
-pub use pool::{Admission, PipelinePool, PoolConfig, PoolError};
+pub use pool::{PipelinePool, PoolConfig, PoolError};

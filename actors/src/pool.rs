@@ -110,12 +110,6 @@ pub struct PoolInfo {
     pub mad_configured: bool,
 }
 
-/// A request's place in the pipeline (`PipelinePool::admit`); dropping it frees the place.
-#[derive(Debug)]
-pub struct Admission {
-    _place: tokio::sync::OwnedSemaphorePermit,
-}
-
 pub struct PipelinePool {
     addr: Addr<PipelineWorker>,
     permits: Arc<Semaphore>,
@@ -193,25 +187,28 @@ impl PipelinePool {
         self.max_inflight - self.permits.available_permits()
     }
 
-    /// A place in the pipeline, taken before the request's body is read so that a refusal
-    /// costs no parsing or decoding: `Overloaded` at once when every place is taken.
-    pub fn admit(&self) -> Result<Admission, PoolError> {
-        self.permits
-            .clone()
-            .try_acquire_owned()
-            .map(|p| Admission { _place: p })
-            .map_err(|_| PoolError::Overloaded(self.max_inflight))
+    /// Whether a request would be admitted now: checked before a request's body is read,
+    /// so that a full pipeline refuses at the cost of a header check. The place itself is
+    /// taken by `analyze`, after the body has arrived, so that a slow upload never holds
+    /// one.
+    pub fn has_room(&self) -> Result<(), PoolError> {
+        if self.permits.available_permits() > 0 {
+            Ok(())
+        } else {
+            Err(PoolError::Overloaded(self.max_inflight))
+        }
     }
 
-    /// Run the pipeline in the place `admission` holds (released when this returns).
-    pub async fn analyze(&self, admission: Admission, bytes: Vec<u8>, purpose: Purpose) -> Result<Analysis, PoolError> {
-        let result = self
-            .addr
+    pub async fn analyze(&self, bytes: Vec<u8>, purpose: Purpose) -> Result<Analysis, PoolError> {
+        let _permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| PoolError::Overloaded(self.max_inflight))?;
+        self.addr
             .send(Analyze { bytes, purpose })
             .await
-            .map_err(|_| PoolError::WorkerFailed)?;
-        drop(admission);
-        result
+            .map_err(|_| PoolError::WorkerFailed)?
     }
 
     /// Every model's health from a real forward pass, re-probed at most every 5 s.

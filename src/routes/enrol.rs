@@ -7,7 +7,7 @@ use crate::{app::AppState, collision, config::Right, error::ApiError, xml};
 /// another subject is refused or flagged first, as `collision` configures.
 pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let (started, partition, subject, image) = super::subject_photo(&state, &req, payload, Right::Enrol).await?;
-    let face = state.analyze(started.place, image, Purpose::Enrol).await?;
+    let face = state.analyze(image, Purpose::Enrol).await?;
     let flagged = collision::screen(&state, &started.caller, &partition, &subject, &face).await?;
     state
         .gallery

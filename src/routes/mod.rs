@@ -13,7 +13,7 @@ pub mod verify;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use facegate_actors::{names, Admission};
+use facegate_actors::names;
 use serde::{de::DeserializeOwned, Deserialize};
 
 use crate::{app::AppState, auth::Caller, body, config::Right, error::ApiError, intake};
@@ -58,13 +58,11 @@ struct PartitionParam {
 }
 
 /// A body-carrying request past the checks that need no body, cheapest first: the key
-/// (401), the partition of the query and the key's rights on it (400, 403), a place in the
-/// pipeline when the route needs one (503), then the body within its budget and deadline
+/// (401), the partition of the query and the key's rights on it (400, 403), room in the
+/// pipeline when the route needs it (503), then the body within its budget and deadline
 /// (413, 503, 408). Nothing of the body has been parsed yet.
 pub struct Started<'a> {
     pub caller: Caller<'a>,
-    /// The pipeline place, for routes that run it.
-    pub place: Option<Admission>,
     query_partition: Option<String>,
     body: intake::Body<'a>,
 }
@@ -85,19 +83,33 @@ pub async fn start<'a>(
         names::validate_partition(p)?;
         caller.require(p, right)?;
     }
-    let place = if pipeline { Some(state.pool.admit()?) } else { None };
     let server = &state.cfg.server;
-    let body = intake::read(
-        req,
-        payload,
-        &state.bodies,
-        server.max_body_bytes,
-        Duration::from_secs(server.body_timeout_secs),
-    )
-    .await?;
+    let admitted = async {
+        if pipeline {
+            state.pool.has_room()?;
+        }
+        intake::read(
+            req,
+            payload,
+            &state.bodies,
+            server.max_body_bytes,
+            Duration::from_secs(server.body_timeout_secs),
+        )
+        .await
+    };
+    let body = match admitted.await {
+        Ok(body) => body,
+        // Answered after a pause: a client that retries at once without honouring
+        // Retry-After then retries a few times a second, not thousands, and leaves the CPU
+        // to the requests being served. The pause holds no place and reads nothing.
+        Err(e @ ApiError::Overloaded(_)) => {
+            tokio::time::sleep(Duration::from_millis(server.overload_delay_ms)).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Started {
         caller,
-        place,
         query_partition: query,
         body,
     })
@@ -129,7 +141,7 @@ impl Started<'_> {
 }
 
 /// Read a `SubjectPhoto` and its image bytes, checking in the order that costs least: the
-/// key (401), the query's partition (403), the pipeline's capacity (503), the body, the
+/// key (401), the query's partition (403), room in the pipeline (503), the body, the
 /// JSON and names (400), the key's rights on the partition (403), base64.
 pub async fn subject_photo<'a>(
     state: &'a AppState,

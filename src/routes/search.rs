@@ -24,7 +24,7 @@ pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::
     if !state.gallery.exists(&partition) {
         return Err(ApiError::NotFound(format!("partition {partition:?} not found")));
     }
-    let face = state.analyze(started.place, image, Purpose::Search).await?;
+    let face = state.analyze(image, Purpose::Search).await?;
     let model_id = face.model_id.clone();
     let hits = state.gallery.search(&partition, face.vector, &model_id, top_k, min_score).await?;
     Ok(super::xml(xml::search(&hits, face.quality, &model_id)))

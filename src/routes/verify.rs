@@ -5,12 +5,12 @@ use crate::{app::AppState, config::Right, error::ApiError, xml};
 
 /// POST /api/v1/verify: 1:1 against the subject's best template.
 pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let (started, partition, subject, image) = super::subject_photo(&state, &req, payload, Right::Search).await?;
+    let (_held, partition, subject, image) = super::subject_photo(&state, &req, payload, Right::Search).await?;
     // An unknown subject costs no pipeline run.
     if !state.gallery.contains(&partition, &subject)? {
         return Err(ApiError::NotFound(format!("subject {subject:?} not found")));
     }
-    let face = state.analyze(started.place, image, Purpose::Verify).await?;
+    let face = state.analyze(image, Purpose::Verify).await?;
     let score = state.gallery.verify(&partition, &subject, face.vector, &face.model_id).await?;
     let matched = score >= state.cfg.pipeline.recognizer.verify_threshold;
     Ok(super::xml(xml::verify(matched, score, &subject, face.quality, &face.model_id)))

@@ -36,7 +36,7 @@ Usage:
   members.py logits --model M.onnx --recognizer w600k_mbf.onnx --faces X.jsonl CROPS ALIGNED [...] --out logits.csv
   members.py table --logits logits.csv [...] --set SET --lfw-crops C --set-crops C --tool NAME=CROPS_DIR [...]
                    [--bona-fide NAME=CROPS_DIR] [--subset abs-sq,abs-fm,...] [--weights refit|v8] --out table.json
-  members.py scores --scores eval.csv --val SET/eval --tool NAME=DIR [...] [--bona-fide NAME=DIR] [--threshold T]
+  members.py scores --scores eval.csv [...] --val SET/eval --tool NAME=DIR [...] [--bona-fide NAME=DIR] [--threshold T]
   members.py build --model M.onnx --recognizer w600k_mbf.onnx --logits ... --set ... --subset PARTS --version NAME --out OUT.onnx
 Dependencies: tools/mad/requirements.txt (pinned).
 """
@@ -296,6 +296,13 @@ def cmd_table(args):
         subsets += [(f"without {p} ({mode})", [q for q in full if q != p], mode) for p in full]
         for spec in args.subset or []:
             subsets.append((f"{spec} ({mode})", spec.split(","), mode))
+    if args.all_subsets:  # every non-empty subset of the parts, refitted
+        from itertools import combinations
+        named = {tuple(sub) for _, sub, _ in subsets}
+        for k in range(2, len(full) + 1):
+            for sub in combinations(full, k):
+                if sub not in named:
+                    subsets.append(("+".join(sub) + " (refit)", list(sub), "refit"))
     out = {}
     for name, subset, mode in subsets:
         out[name] = evaluate(subset, raw, v8w, index, vi, labels, persons, sources, mode, tools, bona_extra)
@@ -325,7 +332,7 @@ def markdown(out, tools, bona_extra) -> str:
 def cmd_scores(args):
     """The same figures from `facegate eval mad --scores` (the service's own pipeline): the
     threshold at BPCER 1 % on morph.py's validation bona fide photos and copies."""
-    rows = list(csv.DictReader(open(args.scores)))
+    rows = [r for path in args.scores for r in csv.DictReader(open(path))]
     groups = {}
     def under(prefix):
         prefix = str(Path(prefix)).rstrip("/") + "/"
@@ -510,6 +517,7 @@ def main() -> None:
     tb.add_argument("--subset", action="append", help="comma-separated parts to join as well (of: " + ", ".join(PARTS) + ")")
     tb.add_argument("--out", required=True)
     tb.add_argument("--markdown", help="also write the table as Markdown here")
+    tb.add_argument("--all-subsets", action="store_true", help="also every subset of two parts or more (refit)")
     bd = sub.choices["build"]
     bd.add_argument("--subset", required=True, help="comma-separated parts to keep")
     bd.add_argument("--recognizer", default="models/files/w600k_mbf.onnx")
@@ -520,7 +528,7 @@ def main() -> None:
     lg.set_defaults(fn=cmd_logits)
     sc = sub.add_parser("scores", help="the same figures from `facegate eval mad --scores` (the real pipeline)")
     sc.set_defaults(fn=cmd_scores)
-    sc.add_argument("--scores", required=True, help="facegate eval mad --scores CSV")
+    sc.add_argument("--scores", nargs="+", required=True, help="facegate eval mad --scores CSVs (one model)")
     sc.add_argument("--val", required=True, help="morph.py's OUT/eval as given to `eval mad --data`")
     sc.add_argument("--tool", action="append", help="NAME=DIR: morphs given to `eval mad --morphs` (as written there)")
     sc.add_argument("--bona-fide", action="append", help="NAME=DIR: bona fide given to `eval mad --bona-fide`")
