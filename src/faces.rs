@@ -46,7 +46,12 @@ pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
     let crop = args.crops.as_deref().map(|dir| {
         (
             dir,
-            mad::MadCrop::new(&pcfg.recognizer.template, pcfg.recognizer.input_size, &pcfg.mad),
+            mad::MadCrop::new(
+                &pcfg.recognizer.template,
+                pcfg.recognizer.input_size,
+                pcfg.mad.input_size,
+                pcfg.mad.context,
+            ),
         )
     });
     let lines = parallel(pcfg, &files, workers_or_cores(args.workers), "faces", |p, path| {

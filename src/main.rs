@@ -103,8 +103,9 @@ fn start(cfg: Config) -> Result<std::sync::Arc<AppState>, AnyError> {
         }
     }
     tracing::info!(policy = ?state.cfg.collision.policy, threshold = %format!("{:.3}", state.cfg.collision.threshold), also_search = ?state.cfg.collision.also_search, "identity-collision check at enrolment");
-    if !info.mad_configured {
-        tracing::warn!("no MAD model configured: the morphing-attack gate passes every enrolment (health: onnx_mad false)");
+    match &info.mad {
+        Some(m) => tracing::info!(model = %m.version, threshold = %format!("{:.4}", m.threshold), "MAD gate at enrolment"),
+        None => tracing::warn!("no MAD model configured: the morphing-attack gate passes every enrolment (health: onnx_mad false)"),
     }
     Ok(state)
 }

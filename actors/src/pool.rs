@@ -107,7 +107,14 @@ pub struct PoolInfo {
     pub model_id: String,
     pub dim: usize,
     pub workers: usize,
-    pub mad_configured: bool,
+    /// The MAD model's version and the threshold it runs at, when one is configured.
+    pub mad: Option<MadModel>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MadModel {
+    pub version: String,
+    pub threshold: f32,
 }
 
 pub struct PipelinePool {
@@ -150,7 +157,10 @@ impl PipelinePool {
             model_id: ready[0].model_id().to_string(),
             dim: ready[0].dim(),
             workers,
-            mad_configured: ready[0].mad_configured(),
+            mad: ready[0].mad_model().map(|(threshold, version)| MadModel {
+                version: version.to_string(),
+                threshold,
+            }),
         };
         let spare = Arc::new(Mutex::new(ready));
         let cfg = cfg.clone();

@@ -173,11 +173,13 @@ pub struct MadConfig {
     /// Morphing-attack detector; empty = none configured (the gate passes every image and
     /// health reports onnx_mad false).
     pub file: PathBuf,
-    /// Morph probability at or above this is refused at enrol (422).
-    pub threshold: f32,
-    /// Side of the detector's square input crop, in pixels.
+    /// Morph probability at or above this is refused at enrol (422); unset: the model's
+    /// own (`facegate.threshold` in its metadata).
+    pub threshold: Option<f32>,
+    /// Side of the detector's square input crop, in pixels, and how much more than the
+    /// recognizer's aligned crop it shows: for a model that does not declare its own
+    /// (`facegate.input_size`, `facegate.context`), and the crop `facegate faces` cuts.
     pub input_size: u32,
-    /// How much more than the recognizer's aligned crop the detector's crop shows.
     pub context: f32,
 }
 
@@ -280,8 +282,8 @@ impl Default for PadConfig {
 impl Default for MadConfig {
     fn default() -> Self {
         Self {
-            file: PathBuf::from("facegate-mad-v8.onnx"),
-            threshold: 0.9046,
+            file: PathBuf::from("facegate-mad-v9.onnx"),
+            threshold: None,
             input_size: 128,
             context: 1.5,
         }
@@ -309,7 +311,9 @@ impl PipelineConfig {
         unit("pipeline.subject.compete_ratio", self.subject.compete_ratio)?;
         self.quality.threshold.validate("pipeline.quality.threshold")?;
         self.pad.threshold.validate("pipeline.pad.threshold")?;
-        unit("pipeline.mad.threshold", self.mad.threshold)?;
+        if let Some(t) = self.mad.threshold {
+            unit("pipeline.mad.threshold", t)?;
+        }
         if !(-1.0..=1.0).contains(&self.recognizer.verify_threshold) {
             return Err(ModelError::Config(
                 "pipeline.recognizer.verify_threshold must be within -1..1".into(),

@@ -8,19 +8,20 @@
 //! The detector sees its own crop, wider than the recognizer's: a landmark morph is
 //! pasted back into one source's photo, and the contrast between the blended face and the
 //! untouched hair, ears and background around it is one of its tell-tale traces. A model
-//! may also read the recognizer's embedding of the face (a second input, `embedding`): a
-//! blend of two identities lands where bona fide embeddings rarely do. It may also read
+//! may also read the recognizer's embedding of the face (a second input, `embedding`) and
 //! the recognizer's inner feature maps: the activations of node NODE when the recognizer
 //! (its own input size and normalisation) runs on the centre of the MAD crop (inputs named
 //! `recognizer:NODE`) or on the face aligned as for the embedding (`recognizer_aligned:NODE`):
 //! two scales of the face, whose errors differ. The service exposes those nodes on the
-//! recognizer file it already has (onnx_edit.rs); facegate's model files never contain
-//! its weights. A model that fine-tunes a copy of the recognizer's last layers ships only the
-//! difference and names the weights it starts from as inputs (`recognizer_weight:NAME`),
-//! filled from that same file at load. A
-//! model that reads either names the recognizer it was trained with (its sha256, in the
-//! ONNX metadata), and is refused next to any other: another recognizer's embeddings and
-//! feature maps mean nothing to it.
+//! recognizer file it already has (onnx_edit.rs); facegate's model files never contain its
+//! weights. When a model reads the aligned face's maps, the same run gives the face's
+//! embedding, which the pipeline then stores: the recognizer runs once per enrolment.
+//!
+//! A model declares its own contract in its ONNX metadata (`CONTRACT_KEYS`): its version,
+//! its threshold, its crop (input size and context) and the recognizer it reads (sha256):
+//! a new release needs no change of code or configuration, and a model that reads the
+//! recognizer is refused next to any other, whose embeddings and feature maps mean nothing
+//! to it.
 
 use std::path::Path;
 
@@ -35,18 +36,43 @@ use crate::{
 };
 
 pub trait MorphDetector: Send {
-    /// The length of the recognizer's embedding `morph_score` needs; None when it reads
-    /// the image only.
-    fn embedding_dim(&self) -> Option<usize>;
-    /// Probability that the face is a morph, in [0, 1]. `aligned`: the face aligned for the
-    /// recognizer; `embedding`: the recognizer's embedding of it, required when
-    /// `embedding_dim` is Some.
-    fn morph_score(&mut self, image: &RgbImage, face: &Face, aligned: &RgbImage, embedding: Option<&[f32]>) -> Result<f32, ModelError>;
+    /// Whether `morph_score` needs the recognizer's embedding given to it: it reads the
+    /// embedding and does not compute it itself.
+    fn needs_embedding(&self) -> bool;
+    /// Probability that the face is a morph, in [0, 1], and the recognizer's unit embedding
+    /// of `aligned` when scoring computed it. `aligned`: the face aligned for the
+    /// recognizer; `embedding`: its embedding, when `needs_embedding`.
+    fn morph_score(&mut self, image: &RgbImage, face: &Face, aligned: &RgbImage, embedding: Option<&[f32]>) -> Result<Scored, ModelError>;
+    /// The score at or above which an enrolment is refused.
+    fn threshold(&self) -> f32;
+    /// The model's version, as it declares it.
+    fn version(&self) -> &str;
+}
+
+/// A morph score, with the embedding computed on the way when there was one.
+pub struct Scored {
+    pub score: f32,
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// The ONNX metadata key naming the recognizer whose embeddings or feature maps a MAD
 /// model reads.
 pub const EMBEDDING_SHA256_KEY: &str = "facegate.embedding_sha256";
+
+/// The metadata keys of a model's contract besides `EMBEDDING_SHA256_KEY`.
+pub const VERSION_KEY: &str = "facegate.version";
+pub const THRESHOLD_KEY: &str = "facegate.threshold";
+pub const INPUT_SIZE_KEY: &str = "facegate.input_size";
+pub const CONTEXT_KEY: &str = "facegate.context";
+
+/// What a model declares about itself, completed from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+struct Contract {
+    version: String,
+    threshold: f32,
+    input_size: u32,
+    context: f32,
+}
 
 /// The detector's input: the face aligned by its 5 landmarks to the recognizer's
 /// template, shrunk by `context` about the crop centre so that `context` times the
@@ -69,13 +95,13 @@ pub struct MadCrop {
 }
 
 impl MadCrop {
-    pub fn new(template: &[[f32; 2]; 5], template_size: u32, cfg: &MadConfig) -> Self {
+    pub fn new(template: &[[f32; 2]; 5], template_size: u32, input_size: u32, context: f32) -> Self {
         let centre = template_size as f32 / 2.0;
-        let scale = cfg.input_size as f32 / template_size as f32 / cfg.context;
-        let half = cfg.input_size as f32 / 2.0;
+        let scale = input_size as f32 / template_size as f32 / context;
+        let half = input_size as f32 / 2.0;
         Self {
             wide: template.map(|[x, y]| [(x - centre) * scale + half, (y - centre) * scale + half]),
-            size: cfg.input_size,
+            size: input_size,
         }
     }
 
@@ -125,6 +151,8 @@ const MIN_SCALE_WITHOUT_PREFILTER: f32 = 0.75;
 pub struct OnnxMad {
     session: Session,
     crop: MadCrop,
+    threshold: f32,
+    version: String,
     /// The image input's name, resolved once at load.
     image_input: String,
     /// The length of the `embedding` input, when the model has one.
@@ -197,7 +225,9 @@ pub struct RecognizerSource<'a> {
 
 impl OnnxMad {
     /// `recognizer`: the configured recognizer; a model that reads its embeddings or
-    /// feature maps must name that one and take its embedding length.
+    /// feature maps must name that one and take its embedding length. The crop and the
+    /// threshold are the model's own (`CONTRACT_KEYS`); `cfg` gives them for a model that
+    /// declares none, and `cfg.threshold` overrides the declared threshold.
     pub fn load(
         path: &Path,
         cfg: &MadConfig,
@@ -211,118 +241,88 @@ impl OnnxMad {
             reason,
         };
         let not_onnx = |e: String| file_err(format!("not an ONNX model: {e}"));
-        // Read and edited before ONNX Runtime sees it, so that one session is built of it.
+        // Read before ONNX Runtime sees it, so that one session is built of it.
         let model = runtime::read_model(path)?;
         let declared = onnx_edit::input_names(&model).map_err(not_onnx)?;
-        let weights = weight_reads(&declared);
         let reads_maps = declared.iter().any(|n| View::of(n).is_some());
-        let reads_recognizer = reads_maps || !weights.is_empty() || declared.iter().any(|n| n == "embedding");
-        if reads_recognizer {
+        if reads_maps || declared.iter().any(|n| n == "embedding") {
             let named = onnx_edit::metadata(&model, EMBEDDING_SHA256_KEY).map_err(not_onnx)?;
             check_recognizer(named.as_deref(), recognizer).map_err(file_err)?;
         }
-        // Read once: a model may both start from its weights and read its feature maps.
-        let recognizer_file = if reads_maps || !weights.is_empty() {
-            std::fs::read(recognizer.path).map_err(|e| ModelError::File {
-                path: recognizer.path.to_path_buf(),
-                reason: e.to_string(),
-            })?
-        } else {
-            Vec::new()
-        };
-        let session = if weights.is_empty() {
-            runtime::session_from_memory(path, &model, intra_threads)?
-        } else {
-            let filled = onnx_edit::with_weights(&model, &recognizer_file, &weights).map_err(|e| {
-                file_err(format!(
-                    "it starts from recognizer weights the configured recognizer does not have: {e}"
-                ))
-            })?;
-            runtime::session_from_memory(path, &filled, intra_threads)?
-        };
+        let contract = contract(&model, cfg).map_err(file_err)?;
+        let session = runtime::session_from_memory(path, &model, intra_threads)?;
         drop(model);
-        let side = i64::from(cfg.input_size);
+        let side = i64::from(contract.input_size);
         runtime::expect_input(&session, "mad", &[-1, 3, side, side])?;
         let (embedding_dim, taps) = recognizer_inputs(&session, recognizer)?;
         let taps = if taps.is_empty() {
             None
-        } else if recognizer.config.input_size > cfg.input_size && taps.iter().any(|(v, _)| *v == View::CropCentre) {
-            return Err(ModelError::Config(format!(
-                "mad: the model reads the recognizer's feature maps of the crop's centre {0}x{0}, larger than the crop ({1})",
-                recognizer.config.input_size, cfg.input_size
-            )));
         } else {
-            // Each node is exposed once, whichever views read it.
-            let mut nodes: Vec<&str> = taps.iter().map(|(_, node)| node.as_str()).collect();
-            nodes.sort_unstable();
-            nodes.dedup();
-            let views: Vec<View> = View::ALL.into_iter().filter(|v| taps.iter().any(|(t, _)| t == v)).collect();
-            let exposed = onnx_edit::with_outputs(&recognizer_file, &nodes).map_err(|reason| ModelError::File {
-                path: recognizer.path.to_path_buf(),
-                reason: format!("cannot expose the nodes {nodes:?} the MAD model reads: {reason}"),
-            })?;
-            // A node the recognizer lacks fails here: say so from the MAD model's side.
-            let session = runtime::session_from_memory(recognizer.path, &exposed, intra_threads).map_err(|e| ModelError::File {
-                path: path.to_path_buf(),
-                reason: format!("it reads the recognizer's nodes {nodes:?}, which the configured recognizer cannot expose: {e}"),
-            })?;
-            // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
-            let inputs = taps
-                .iter()
-                .map(|(view, node)| {
-                    let output = 1 + nodes.iter().position(|n| n == node).unwrap_or_default();
-                    let at = views.iter().position(|v| v == view).unwrap_or_default();
-                    Tap {
-                        input: format!("{}{node}", view.prefix()),
-                        output,
-                        at,
-                    }
-                })
-                .collect();
-            let side = recognizer.config.input_size as usize;
-            Some(RecognizerTaps {
-                session,
-                batch: ndarray::Array4::zeros((views.len(), 3, side, side)),
-                views,
-                inputs,
-                config: recognizer.config.clone(),
-            })
+            Some(RecognizerTaps::load(path, &taps, recognizer, contract.input_size, intra_threads)?)
         };
         Ok(Self {
             image_input: session.inputs()[0].name().to_string(),
             session,
-            crop: MadCrop::new(&template, template_size, cfg),
+            crop: MadCrop::new(&template, template_size, contract.input_size, contract.context),
+            threshold: contract.threshold,
+            version: contract.version,
             embedding_dim,
             taps,
         })
     }
 }
 
-/// The prefix of a MAD model input that is one of the recognizer's weights (by its
-/// initializer name), filled from the recognizer file at load: a fine-tuned copy of the
-/// recognizer's layers is shipped as the difference to them (tools/mad/ensemble.py).
-const WEIGHT_PREFIX: &str = "recognizer_weight:";
+/// The threshold the configured MAD model is run at (its declared one unless
+/// `pipeline.mad.threshold` overrides it), read from its file without loading it; None
+/// when no MAD model is configured.
+pub fn threshold_of(cfg: &crate::PipelineConfig) -> Result<Option<f32>, ModelError> {
+    if cfg.mad.file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let path = cfg.path(&cfg.mad.file);
+    let model = runtime::read_model(&path)?;
+    contract(&model, &cfg.mad)
+        .map(|c| Some(c.threshold))
+        .map_err(|reason| ModelError::File { path, reason })
+}
+
+/// The contract `model` declares, completed from `cfg` where it declares nothing, the
+/// threshold overridden by `cfg.threshold` when set; why not, naming the key.
+fn contract(model: &[u8], cfg: &MadConfig) -> Result<Contract, String> {
+    let read = |key: &str| onnx_edit::metadata(model, key).map_err(|e| format!("not an ONNX model: {e}"));
+    let number = |key: &str| -> Result<Option<f32>, String> {
+        read(key)?
+            .map(|v| {
+                v.trim()
+                    .parse::<f32>()
+                    .map_err(|_| format!("its metadata {key} = {v:?} is not a number"))
+            })
+            .transpose()
+    };
+    let threshold = match cfg.threshold {
+        Some(t) => t,
+        None => number(THRESHOLD_KEY)?.ok_or_else(|| format!("it declares no threshold ({THRESHOLD_KEY}): set pipeline.mad.threshold"))?,
+    };
+    let c = Contract {
+        version: read(VERSION_KEY)?.unwrap_or_else(|| "undeclared".into()),
+        threshold,
+        input_size: number(INPUT_SIZE_KEY)?.map_or(cfg.input_size, |v| v as u32),
+        context: number(CONTEXT_KEY)?.unwrap_or(cfg.context),
+    };
+    if !(0.0..=1.0).contains(&c.threshold) || c.input_size < 32 || !(1.0..=3.0).contains(&c.context) {
+        return Err(format!(
+            "threshold {}, input size {} and context {} must be within 0..1, >= 32 and 1..3",
+            c.threshold, c.input_size, c.context
+        ));
+    }
+    Ok(c)
+}
 
 /// The recognizer nodes a MAD model reads, each with the view it is taken on.
 type NodeReads = Vec<(View, String)>;
 
-/// The recognizer weights a MAD model starts from: (its input, the recognizer's initializer).
-type WeightReads = Vec<(String, String)>;
-
-/// The weights among a model's declared inputs (`WEIGHT_PREFIX`NAME).
-fn weight_reads(declared: &[String]) -> WeightReads {
-    declared
-        .iter()
-        .filter_map(|input| {
-            let weight = input.strip_prefix(WEIGHT_PREFIX).filter(|w| !w.is_empty())?;
-            Some((input.clone(), weight.to_string()))
-        })
-        .collect()
-}
-
-/// The inputs after the image, once the recognizer's weights are filled in: the
-/// embedding's length, if the model has an `embedding` input, and the recognizer nodes it
-/// reads; anything else is refused.
+/// The inputs after the image: the embedding's length, if the model has an `embedding`
+/// input, and the recognizer nodes it reads; anything else is refused.
 fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<(Option<usize>, NodeReads), ModelError> {
     let (mut dim, mut taps) = (None, Vec::new());
     for (i, input) in session.inputs().iter().enumerate().skip(1) {
@@ -335,8 +335,7 @@ fn recognizer_inputs(session: &Session, recognizer: RecognizerSource) -> Result<
                     model: "mad".into(),
                     reason: format!(
                         "input {name:?} {shape:?}: expected \"embedding\" [N, {}], the recognizer's length, \
-                         \"{}NODE\" / \"{}NODE\" [N, C, H, W], a recognizer node's feature maps, \
-                         or \"{WEIGHT_PREFIX}NAME\", one of its weights",
+                         or \"{}NODE\" / \"{}NODE\" [N, C, H, W], a recognizer node's feature maps",
                         recognizer.dim,
                         View::CropCentre.prefix(),
                         View::Aligned.prefix(),
@@ -365,37 +364,50 @@ fn check_recognizer(named: Option<&str>, recognizer: RecognizerSource) -> Result
 }
 
 impl MorphDetector for OnnxMad {
-    fn embedding_dim(&self) -> Option<usize> {
-        self.embedding_dim
+    fn needs_embedding(&self) -> bool {
+        self.embedding_dim.is_some() && !self.taps.as_ref().is_some_and(RecognizerTaps::embeds)
     }
 
-    fn morph_score(&mut self, image: &RgbImage, face: &Face, aligned: &RgbImage, embedding: Option<&[f32]>) -> Result<f32, ModelError> {
+    fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn morph_score(&mut self, image: &RgbImage, face: &Face, aligned: &RgbImage, embedding: Option<&[f32]>) -> Result<Scored, ModelError> {
+        let shape = |reason: String| ModelError::Shape {
+            model: "mad".into(),
+            reason,
+        };
         let Some(crop) = self.crop.apply(image, face) else {
-            return Err(ModelError::Shape {
-                model: "mad".into(),
-                reason: "degenerate landmarks".into(),
-            });
+            return Err(shape("degenerate landmarks".into()));
         };
         let t = runtime::rgb_tensor(&crop, |v| f32::from(v) / 255.0);
         let mut inputs = ort::inputs![self.image_input.as_str() => TensorRef::from_array_view(&t)?];
-        if let Some(dim) = self.embedding_dim {
-            let e = embedding.filter(|e| e.len() == dim).ok_or_else(|| ModelError::Shape {
-                model: "mad".into(),
-                reason: format!(
-                    "needs the recognizer's embedding of {dim} values, got {:?}",
-                    embedding.map(<[f32]>::len)
-                ),
-            })?;
-            let view = ndarray::ArrayView2::from_shape((1, dim), e).map_err(|e| ModelError::Runtime(e.to_string()))?;
-            inputs.push(("embedding".into(), TensorRef::from_array_view(view)?.into()));
-        }
         let tapped = match &mut self.taps {
             Some(taps) => Some(taps.run(&crop, aligned)?),
             None => None,
         };
-        if let Some((taps, maps)) = &tapped {
-            for tap in taps.iter() {
-                let view = maps[tap.output]
+        // The aligned view's row of the recognizer's own output is the face's embedding.
+        let computed = match &tapped {
+            Some(run) => run.embedding()?,
+            None => None,
+        };
+        if let Some(dim) = self.embedding_dim {
+            let e = embedding.or(computed.as_deref()).filter(|e| e.len() == dim).ok_or_else(|| {
+                shape(format!(
+                    "needs the recognizer's embedding of {dim} values, got {:?}",
+                    embedding.map(<[f32]>::len)
+                ))
+            })?;
+            let view = ndarray::ArrayView2::from_shape((1, dim), e).map_err(|e| ModelError::Runtime(e.to_string()))?;
+            inputs.push(("embedding".into(), TensorRef::from_array_view(view)?.into()));
+        }
+        if let Some(run) = &tapped {
+            for tap in run.inputs {
+                let view = run.outputs[tap.output]
                     .try_extract_array::<f32>()?
                     .slice_axis_move(ndarray::Axis(0), (tap.at..tap.at + 1).into());
                 inputs.push((tap.input.as_str().into(), TensorRef::from_array_view(view)?.into()));
@@ -407,28 +419,72 @@ impl MorphDetector for OnnxMad {
             [p] => *p,
             [a, b] if (a + b - 1.0).abs() < 1e-3 && *a >= 0.0 && *b >= 0.0 => *b,
             [a, b] => crate::pad::softmax(&[*a, *b])[1],
-            other => {
-                return Err(ModelError::Shape {
-                    model: "mad".into(),
-                    reason: format!("{} outputs, 1 or 2 expected", other.len()),
-                })
-            }
+            other => return Err(shape(format!("{} outputs, 1 or 2 expected", other.len()))),
         };
-        if score.is_finite() {
-            Ok(score.clamp(0.0, 1.0))
-        } else {
-            Err(ModelError::Shape {
-                model: "mad".into(),
-                reason: "non-finite score".into(),
-            })
+        if !score.is_finite() {
+            return Err(shape("non-finite score".into()));
         }
+        Ok(Scored {
+            score: score.clamp(0.0, 1.0),
+            embedding: computed,
+        })
     }
 }
 
 impl RecognizerTaps {
+    /// The recognizer with the nodes `taps` names exposed as outputs, one session.
+    fn load(mad: &Path, taps: &NodeReads, recognizer: RecognizerSource, crop_size: u32, intra_threads: usize) -> Result<Self, ModelError> {
+        if recognizer.config.input_size > crop_size && taps.iter().any(|(v, _)| *v == View::CropCentre) {
+            return Err(ModelError::Config(format!(
+                "mad: the model reads the recognizer's feature maps of the crop's centre {0}x{0}, larger than the crop ({crop_size})",
+                recognizer.config.input_size
+            )));
+        }
+        // Each node is exposed once, whichever views read it.
+        let mut nodes: Vec<&str> = taps.iter().map(|(_, node)| node.as_str()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let views: Vec<View> = View::ALL.into_iter().filter(|v| taps.iter().any(|(t, _)| t == v)).collect();
+        let file = std::fs::read(recognizer.path).map_err(|e| ModelError::File {
+            path: recognizer.path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let exposed = onnx_edit::with_outputs(&file, &nodes).map_err(|reason| ModelError::File {
+            path: recognizer.path.to_path_buf(),
+            reason: format!("cannot expose the nodes {nodes:?} the MAD model reads: {reason}"),
+        })?;
+        // A node the recognizer lacks fails here: say so from the MAD model's side.
+        let session = runtime::session_from_memory(recognizer.path, &exposed, intra_threads).map_err(|e| ModelError::File {
+            path: mad.to_path_buf(),
+            reason: format!("it reads the recognizer's nodes {nodes:?}, which the configured recognizer cannot expose: {e}"),
+        })?;
+        // Output 0 is the recognizer's embedding; the exposed nodes follow in order.
+        let inputs = taps
+            .iter()
+            .map(|(view, node)| Tap {
+                input: format!("{}{node}", view.prefix()),
+                output: 1 + nodes.iter().position(|n| n == node).unwrap_or_default(),
+                at: views.iter().position(|v| v == view).unwrap_or_default(),
+            })
+            .collect();
+        let side = recognizer.config.input_size as usize;
+        Ok(Self {
+            session,
+            batch: ndarray::Array4::zeros((views.len(), 3, side, side)),
+            views,
+            inputs,
+            config: recognizer.config.clone(),
+        })
+    }
+
+    /// Whether the batch holds the aligned face, whose embedding it then computes.
+    fn embeds(&self) -> bool {
+        self.views.contains(&View::Aligned)
+    }
+
     /// The recognizer's outputs for the views of the face (one batch), with the MAD inputs
-    /// they fill: read in place, not copied.
-    fn run(&mut self, crop: &RgbImage, aligned: &RgbImage) -> Result<(&[Tap], ort::session::SessionOutputs<'_>), ModelError> {
+    /// they fill and the aligned face's place in the batch: read in place, not copied.
+    fn run(&mut self, crop: &RgbImage, aligned: &RgbImage) -> Result<TapsRun<'_>, ModelError> {
         // With a CropCentre view the crop is at least the recognizer's size (checked at load).
         let margin = crop.width().saturating_sub(self.config.input_size) / 2;
         for (view, slot) in self.views.iter().zip(self.batch.outer_iter_mut()) {
@@ -437,8 +493,36 @@ impl RecognizerTaps {
                 View::Aligned => recognize::write_input(aligned, (0, 0), slot, &self.config),
             }
         }
+        let aligned_at = self.views.iter().position(|v| *v == View::Aligned);
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&self.batch)?])?;
-        Ok((&self.inputs, outputs))
+        Ok(TapsRun {
+            inputs: &self.inputs,
+            aligned_at,
+            outputs,
+        })
+    }
+}
+
+/// One run of the recognizer on the views of a face.
+struct TapsRun<'a> {
+    inputs: &'a [Tap],
+    aligned_at: Option<usize>,
+    outputs: ort::session::SessionOutputs<'a>,
+}
+
+impl TapsRun<'_> {
+    /// The unit embedding of the aligned face, when the batch holds it.
+    fn embedding(&self) -> Result<Option<Vec<f32>>, ModelError> {
+        let Some(at) = self.aligned_at else {
+            return Ok(None);
+        };
+        let all = self.outputs[0].try_extract_array::<f32>()?;
+        let row = all.index_axis(ndarray::Axis(0), at);
+        let raw: Vec<f32> = row.iter().copied().collect();
+        recognize::l2_normalised(&raw).map(Some).ok_or_else(|| ModelError::Shape {
+            model: "recognizer".into(),
+            reason: "zero or non-finite embedding".into(),
+        })
     }
 }
 
@@ -482,7 +566,7 @@ mod tests {
             context: 2.0,
             ..MadConfig::default()
         };
-        let c = MadCrop::new(&ARCFACE_TEMPLATE, 112, &cfg)
+        let c = MadCrop::new(&ARCFACE_TEMPLATE, 112, cfg.input_size, cfg.context)
             .apply(&image, &face)
             .unwrap_or_else(|| panic!("degenerate"));
         assert_eq!(c.dimensions(), (128, 128));

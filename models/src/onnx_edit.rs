@@ -1,30 +1,19 @@
 //! ONNX models edited in memory, as protobuf, before a session is built of them.
 //!
 //! facegate's own model files never contain the recognizer's weights; a MAD model that reads
-//! the recognizer gets what it needs from the recognizer file the service already has:
-//!
-//! - `with_outputs`: inner activations of the recognizer (mad.rs reads its feature maps). ONNX
-//!   Runtime only returns a graph's declared outputs, so those nodes are declared as outputs:
-//!   `ModelProto.graph` (field 7) gains `GraphProto.output` entries (field 12), each a
-//!   `ValueInfoProto` with the node's name and float tensor type.
-//! - `with_weights`: recognizer weights a MAD model starts from (a fine-tuned copy of its last
-//!   layers is shipped as the difference to them, tools/mad/ensemble.py). The model declares
-//!   each as a graph input; the recognizer's initializer of that name is copied into the model's
-//!   `GraphProto.initializer` (field 5) under the input's name and the input's declaration
-//!   (`GraphProto.input`, field 11) dropped, so the weight is a constant and ONNX Runtime
-//!   folds the sum once, at load.
-//!
-//! Every other byte is copied as it is, so nothing else about either model can change.
+//! the recognizer's inner activations gets them from the recognizer file the service already
+//! has: `with_outputs` declares those nodes as outputs (ONNX Runtime only returns a graph's
+//! declared outputs): `ModelProto.graph` (field 7) gains `GraphProto.output` entries (field
+//! 12), each a `ValueInfoProto` with the node's name and float tensor type. Every other byte
+//! is copied as it is, so nothing else about the model can change.
 //!
 //! `input_names` and `metadata` read what a model declares before any session is built of it,
 //! so that a model is edited first and given to ONNX Runtime once.
 
 const GRAPH: u64 = 7; // ModelProto.graph
 const METADATA_PROPS: u64 = 14; // ModelProto.metadata_props: StringStringEntryProto { key = 1, value = 2 }
-const INITIALIZER: u64 = 5; // GraphProto.initializer
 const INPUT: u64 = 11; // GraphProto.input
 const OUTPUT: u64 = 12; // GraphProto.output
-const TENSOR_NAME: u64 = 8; // TensorProto.name
 const VALUE_INFO_NAME: u64 = 1; // ValueInfoProto.name
 
 /// `model` (a serialised ONNX ModelProto) with `names` appended to its graph's outputs.
@@ -34,52 +23,6 @@ pub fn with_outputs(model: &[u8], names: &[&str]) -> Result<Vec<u8>, String> {
     edit_graph(model, |graph| {
         for name in names {
             field_bytes(graph, OUTPUT, &value_info(name));
-        }
-        Ok(())
-    })
-}
-
-/// `model` with initializers copied from `source` (another serialised ModelProto): for each
-/// `(name, from)`, `source`'s initializer `from`, renamed `name`. Every `from` must exist.
-pub fn with_weights(model: &[u8], source: &[u8], names: &[(String, String)]) -> Result<Vec<u8>, String> {
-    let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
-    for_each_field(graph_of(source)?, |field, value| {
-        if field == INITIALIZER {
-            let name = string_field(value, TENSOR_NAME)?;
-            for (slot, (to, from)) in found.iter_mut().zip(names) {
-                if from.as_bytes() == name {
-                    *slot = Some(renamed(value, to)?);
-                }
-            }
-        }
-        Ok(())
-    })?;
-    let missing: Vec<&str> = names
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|((_, from), _)| from.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("no initializer named {missing:?}"));
-    }
-    edit_graph(model, |graph| {
-        // The filled inputs are declared no more: ONNX Runtime treats an initializer that is
-        // also an input as overridable, and leaves it out of constant folding.
-        let mut kept = Vec::with_capacity(graph.len());
-        walk(graph, |key, value, field| {
-            let filled = key == INPUT << 3 | 2
-                && names
-                    .iter()
-                    .any(|(to, _)| string_field(value, VALUE_INFO_NAME).is_ok_and(|n| n == to.as_bytes()));
-            if !filled {
-                kept.extend_from_slice(field);
-            }
-            Ok(())
-        })?;
-        *graph = kept;
-        for tensor in found.iter().flatten() {
-            field_bytes(graph, INITIALIZER, tensor);
         }
         Ok(())
     })
@@ -181,20 +124,6 @@ fn string_field(message: &[u8], field: u64) -> Result<&[u8], String> {
     Ok(found)
 }
 
-/// A TensorProto with its name replaced: every other field copied as it is.
-fn renamed(tensor: &[u8], name: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(tensor.len() + name.len() + 4);
-    walk(tensor, |key, _, field| {
-        if key >> 3 != TENSOR_NAME {
-            out.extend_from_slice(field);
-        }
-        Ok(())
-    })?;
-    field_bytes(&mut out, TENSOR_NAME, name.as_bytes());
-    Ok(out)
-}
-
-/// `ValueInfoProto { name, type: TypeProto { tensor_type: { elem_type: FLOAT } } }`.
 fn value_info(name: &str) -> Vec<u8> {
     const FLOAT: u64 = 1;
     let mut tensor = Vec::new();
@@ -297,64 +226,13 @@ mod tests {
         assert_eq!(g[0], (2, b"g".to_vec()), "the graph's own fields come first, unchanged");
     }
 
-    /// A TensorProto: dims, data type float, name, raw data.
-    fn tensor(name: &str, raw: &[u8]) -> Vec<u8> {
-        let mut t = vec![1 << 3, raw.len() as u8 / 4, 2 << 3, 1];
-        field_bytes(&mut t, TENSOR_NAME, name.as_bytes());
-        field_bytes(&mut t, 9, raw);
-        t
-    }
-
-    fn model_with(initializers: &[Vec<u8>]) -> Vec<u8> {
-        let mut graph = Vec::new();
-        field_bytes(&mut graph, 2, b"g");
-        for t in initializers {
-            field_bytes(&mut graph, INITIALIZER, t);
-        }
-        let mut model = vec![1 << 3, 8];
-        field_bytes(&mut model, GRAPH, &graph);
-        model
-    }
-
-    #[test]
-    fn copies_named_weights_from_another_model_under_new_names() {
-        let source = model_with(&[tensor("a", &[1, 2, 3, 4]), tensor("632", &[5, 6, 7, 8, 9, 10, 11, 12])]);
-        let mut model = model_with(&[tensor("delta:632", &[0; 8])]);
-        // Declared inputs: the image and the weight to fill.
-        let graph = fields(&model)[1].1.clone();
-        let mut declared = graph.clone();
-        field_bytes(&mut declared, INPUT, &value_info("image"));
-        field_bytes(&mut declared, INPUT, &value_info("recognizer_weight:632"));
-        model = vec![1 << 3, 8];
-        field_bytes(&mut model, GRAPH, &declared);
-        let names = [("recognizer_weight:632".to_string(), "632".to_string())];
-        let out = with_weights(&model, &source, &names).unwrap();
-        let g = fields(&fields(&out)[1].1);
-        let inputs: Vec<_> = g.iter().filter(|(f, _)| *f == INPUT).map(|(_, v)| fields(v)[0].1.clone()).collect();
-        assert_eq!(inputs, [b"image".to_vec()], "the filled input is declared no more");
-        let inits: Vec<_> = g.iter().filter(|(f, _)| *f == INITIALIZER).map(|(_, v)| fields(v)).collect();
-        assert_eq!(inits.len(), 2, "the model's own initializer and the copied one");
-        assert_eq!(inits[0], fields(&tensor("delta:632", &[0; 8])), "the model's own is unchanged");
-        let copied = &inits[1];
-        assert_eq!(copied.iter().find(|(f, _)| *f == TENSOR_NAME).unwrap().1, b"recognizer_weight:632");
-        assert_eq!(
-            copied.iter().find(|(f, _)| *f == 9).unwrap().1,
-            [5, 6, 7, 8, 9, 10, 11, 12],
-            "the data as the source has it"
-        );
-        assert_eq!(copied.len(), 4, "dims, type, data and one name");
-
-        let missing = [("recognizer_weight:x".to_string(), "x".to_string())];
-        assert!(with_weights(&model, &source, &missing).unwrap_err().contains("\"x\""));
-    }
-
     #[test]
     fn reads_declared_inputs_and_metadata() {
         let mut graph = Vec::new();
         field_bytes(&mut graph, 2, b"g");
         field_bytes(&mut graph, INPUT, &value_info("image"));
-        field_bytes(&mut graph, INITIALIZER, &tensor("w", &[0; 4]));
-        field_bytes(&mut graph, INPUT, &value_info("recognizer_weight:632"));
+        field_bytes(&mut graph, 5, b"an initializer, skipped");
+        field_bytes(&mut graph, INPUT, &value_info("recognizer:632"));
         let mut model = vec![1 << 3, 8];
         field_bytes(&mut model, GRAPH, &graph);
         for (key, value) in [("other", "x"), ("facegate.embedding_sha256", "ab12")] {
@@ -363,7 +241,7 @@ mod tests {
             field_bytes(&mut entry, 2, value.as_bytes());
             field_bytes(&mut model, METADATA_PROPS, &entry);
         }
-        assert_eq!(input_names(&model).unwrap(), ["image", "recognizer_weight:632"]);
+        assert_eq!(input_names(&model).unwrap(), ["image", "recognizer:632"]);
         assert_eq!(metadata(&model, "facegate.embedding_sha256").unwrap().as_deref(), Some("ab12"));
         assert_eq!(metadata(&model, "absent").unwrap(), None);
         assert!(input_names(&[1 << 3, 8]).unwrap_err().contains("0 graphs"));
@@ -374,9 +252,5 @@ mod tests {
         assert!(with_outputs(&[0x3a, 0x05, 1], &["x"]).unwrap_err().contains("truncated"));
         assert!(with_outputs(&[1 << 3, 8], &["x"]).unwrap_err().contains("0 graphs"));
         assert!(with_outputs(&[0x0b], &["x"]).unwrap_err().contains("wire type 3"));
-        let names = [("w".to_string(), "w".to_string())];
-        assert!(with_weights(&model_with(&[]), &[1 << 3, 8], &names)
-            .unwrap_err()
-            .contains("0 graphs"));
     }
 }

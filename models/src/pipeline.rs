@@ -339,7 +339,7 @@ impl Pipeline {
     }
 
     /// The morph score, given the face aligned for the recognizer and its embedding when
-    /// already computed (else computed here if the MAD model reads it).
+    /// already computed (else computed here if the MAD model needs it given).
     fn morph_score_aligned(
         &mut self,
         image: &RgbImage,
@@ -351,11 +351,19 @@ impl Pipeline {
             return Ok(None);
         };
         let computed = match embedding {
-            None if m.embedding_dim().is_some() => Some(self.recognizer.embed(aligned)?),
+            None if m.needs_embedding() => Some(self.recognizer.embed(aligned)?),
             _ => None,
         };
         m.morph_score(image, face, &aligned.image, embedding.or(computed.as_deref()))
-            .map(Some)
+            .map(|s| Some(s.score))
+    }
+
+    /// The MAD model's threshold and version, when one is configured.
+    pub fn mad_model(&self) -> Option<(f32, &str)> {
+        match &self.mad {
+            MadGate::Model(m) => Some((m.threshold(), m.version())),
+            MadGate::NotConfigured => None,
+        }
     }
 
     /// The unit mean of `embedding` (of `aligned`) and the embedding of its mirror image.
@@ -430,20 +438,24 @@ impl Pipeline {
             return Ok(Err(Rejection::SpoofDetected { score: live, threshold }));
         }
 
+        // At enrolment the MAD model's run of the recognizer on the aligned face gives the
+        // template too, when it reads that view: the recognizer runs once.
         let mut vector = None;
         if purpose == Purpose::Enrol {
             if let MadGate::Model(detector) = &mut self.mad {
-                if detector.embedding_dim().is_some() {
+                if detector.needs_embedding() {
                     vector = Some(t.time(Stage::Embed, || self.recognizer.embed(&aligned))?);
                 }
-                let score = t.time(Stage::Mad, || detector.morph_score(image, &face, &aligned.image, vector.as_deref()))?;
-                seen.mad = Some(score);
-                if score >= self.cfg.mad.threshold {
+                let scored = t.time(Stage::Mad, || detector.morph_score(image, &face, &aligned.image, vector.as_deref()))?;
+                seen.mad = Some(scored.score);
+                let threshold = detector.threshold();
+                if scored.score >= threshold {
                     return Ok(Err(Rejection::MorphDetected {
-                        score,
-                        threshold: self.cfg.mad.threshold,
+                        score: scored.score,
+                        threshold,
                     }));
                 }
+                vector = vector.or(scored.embedding);
             }
         }
 

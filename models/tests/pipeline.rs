@@ -207,7 +207,7 @@ fn morph_photo() -> image::RgbImage {
 #[test]
 fn the_mad_gate_refuses_a_morph_and_passes_the_people_it_was_made_of() {
     let mut p = pipeline();
-    let threshold = p.config().mad.threshold;
+    let (threshold, _) = p.mad_model().unwrap_or_else(|| panic!("no MAD model"));
     for name in ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"] {
         let image = image::load_from_memory(&photo(name)).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
         let face = p.subject_face(&image).ok().flatten().unwrap_or_else(|| panic!("{name}: no face"));
@@ -282,6 +282,7 @@ fn a_mad_model_with_inputs_the_service_cannot_fill_is_refused_by_name() {
         let cfg = PipelineConfig {
             mad: facegate_models::config::MadConfig {
                 file: fixtures.join(file),
+                threshold: Some(0.5),
                 ..cfg.mad.clone()
             },
             ..cfg.clone()
@@ -291,4 +292,44 @@ fn a_mad_model_with_inputs_the_service_cannot_fill_is_refused_by_name() {
             Err(e) => assert!(e.to_string().contains(named), "{file}: {e}"),
         }
     }
+}
+
+/// The shipped model declares its contract; a model that declares no threshold needs one
+/// configured, and is then run at it.
+#[test]
+fn a_mad_model_brings_its_own_threshold_and_crop() {
+    let p = pipeline();
+    assert_eq!(p.mad_model(), Some((0.8948, "facegate-mad-v9")));
+    let cfg = p.config().clone();
+    let v2 = |threshold| PipelineConfig {
+        mad: facegate_models::config::MadConfig {
+            file: "facegate-mad-v2.onnx".into(),
+            threshold,
+            ..cfg.mad.clone()
+        },
+        ..cfg.clone()
+    };
+    match Pipeline::load(&v2(None)) {
+        Ok(_) => panic!("a model without a declared threshold loaded without a configured one"),
+        Err(e) => assert!(e.to_string().contains("facegate.threshold"), "{e}"),
+    }
+    let p = Pipeline::load(&v2(Some(0.9598))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.mad_model(), Some((0.9598, "undeclared")));
+}
+
+/// At enrolment the template comes from the MAD model's run of the recognizer on the aligned
+/// face: the same template a search computes on its own.
+#[test]
+fn the_enrolment_template_is_the_recognizers_own() {
+    let mut p = pipeline();
+    let image = image::load_from_memory(&photo("obama.jpg"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let template = |p: &mut Pipeline, purpose| match p.analyze_image(&image, purpose).map(|a| a.outcome) {
+        Ok(Ok(t)) => t.vector,
+        other => panic!("{purpose:?}: {other:?}"),
+    };
+    let (enrol, search) = (template(&mut p, Purpose::Enrol), template(&mut p, Purpose::Search));
+    let cosine = cosine(&enrol, &search);
+    assert!(cosine > 0.99999, "enrol and search templates differ: cosine {cosine}");
 }

@@ -318,6 +318,7 @@ pub fn run(cfg: &Config, args: LfwArgs) -> Result<(), AnyError> {
 fn refusals(cfg: &Config, seen: &[Seen]) {
     let n = seen.len();
     let pc = &cfg.pipeline;
+    let mad_threshold = facegate_models::mad::threshold_of(pc).ok().flatten();
     let paths: [(&str, Purpose, Vec<&PathOutcome>); 3] = [
         ("enrol", Purpose::Enrol, seen.iter().map(|s| &s.enrol).collect()),
         ("verify", Purpose::Verify, seen.iter().map(|s| &s.verify).collect()),
@@ -337,7 +338,7 @@ fn refusals(cfg: &Config, seen: &[Seen]) {
             pc.pad.threshold.get(*purpose),
             pc.quality.threshold.get(*purpose),
             if *purpose == Purpose::Enrol {
-                format!(", MAD {}", pc.mad.threshold)
+                format!(", MAD {}", mad_threshold.map_or("none".into(), |t| t.to_string()))
             } else {
                 String::new()
             }
@@ -695,6 +696,7 @@ fn pictures(cfg: &Config, out: &Path, c: &Comparisons, s: &Searches, seen: &[See
         &[("verify_threshold".into(), vt)],
     )?;
     let pc = &cfg.pipeline;
+    let mad_threshold = facegate_models::mad::threshold_of(pc)?;
     let collect = |f: &dyn Fn(&Seen) -> Option<f32>| -> Vec<f32> { seen.iter().filter_map(f).collect() };
     let pad = collect(&|s| s.verify.pad);
     let quality = collect(&|s| s.verify.quality.or(s.enrol.quality));
@@ -726,7 +728,7 @@ fn pictures(cfg: &Config, out: &Path, c: &Comparisons, s: &Searches, seen: &[See
             "MAD morph score at enrol",
             "morph probability",
             mad,
-            vec![("enrol threshold".to_string(), pc.mad.threshold)],
+            mad_threshold.map(|t| ("enrol threshold".to_string(), t)).into_iter().collect(),
         ),
     ];
     for (name, what, x_desc, scores, thresholds) in gates.iter().filter(|g| !g.3.is_empty()) {

@@ -112,7 +112,8 @@ pub fn run(cfg: &Config, args: MadArgs) -> Result<(), AnyError> {
     if let Some(path) = &args.scores {
         write_scores(path, &items, &scored)?;
     }
-    report(&items, &scored, cfg.pipeline.mad.threshold);
+    let threshold = facegate_models::mad::threshold_of(&cfg.pipeline)?.ok_or("no MAD model is configured (pipeline.mad.file)")?;
+    report(&items, &scored, threshold);
     Ok(())
 }
 

@@ -131,7 +131,7 @@ pub fn run(cfg: &Config, args: MorphArgs) -> Result<(), AnyError> {
         people.len(),
         gallery.len(),
         cfg.collision.policy,
-        cfg.pipeline.mad.threshold
+        facegate_models::mad::threshold_of(&cfg.pipeline)?.map_or("none (no MAD model)".into(), |t| t.to_string())
     );
     println!("  w = B's share; stopped by MAD / by another gate / by the collision check (of those that got a template) / by either; the morph's score against A's enrolled photo");
     // A potent morph matches both contributors' enrolment photos at the verify threshold:
