@@ -434,6 +434,20 @@ async fn tenants_see_only_their_partitions() {
         403
     );
 
+    // Health answers everyone, and tells tenants' partitions only to an admin key.
+    for key in [None, Some("wrong-key-000000000000"), Some("employees-key-0123456789")] {
+        let (s, h) = get(&svc, "/api/v1/health", key).await;
+        assert_eq!(s, 200, "{key:?}: {h}");
+        let fields: Vec<&String> = h.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        assert_eq!(fields, ["components", "status"], "{key:?} learns only the seed's fields: {h}");
+    }
+    let (_, h) = get(&svc, "/api/v1/health", Some("operations-key-012345678")).await;
+    assert_eq!(
+        h["partitions"],
+        serde_json::json!({"employees": "ready", "watchlist": "ready"}),
+        "{h}"
+    );
+
     assert_eq!(get(&svc, "/api/v1/partitions", None).await.0, 401);
     let (_, p) = get(&svc, "/api/v1/partitions", Some("employees-key-0123456789")).await;
     assert_eq!(p, serde_json::json!({"partitions": ["employees"]}));
