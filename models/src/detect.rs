@@ -1,6 +1,6 @@
 //! Face detection: image -> boxes, scores and 5 landmarks.
 
-use image::{imageops, RgbImage};
+use image::RgbImage;
 use ndarray::Array4;
 use ort::{session::Session, value::TensorRef};
 
@@ -74,7 +74,7 @@ impl FaceDetector for RetinaFace {
                 ((w0 as f32 * scale).round() as u32).max(1),
                 ((h0 as f32 * scale).round() as u32).max(1),
             );
-            resized = imageops::resize(image, w, h, imageops::FilterType::Triangle);
+            resized = crate::resize::triangle(image, w, h);
             &resized
         } else {
             image

@@ -16,6 +16,7 @@ pub mod pad;
 pub mod pipeline;
 pub mod quality;
 pub mod recognize;
+pub mod resize;
 pub mod runtime;
 pub mod subject;
 

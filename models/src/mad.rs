@@ -128,7 +128,7 @@ impl MadCrop {
             (region.width() as f32 * f).round().max(1.0),
             (region.height() as f32 * f).round().max(1.0),
         );
-        let small = image::imageops::resize(&region, rw as u32, rh as u32, image::imageops::FilterType::Triangle);
+        let small = crate::resize::triangle(&region, rw as u32, rh as u32);
         let (kx, ky) = (rw / region.width() as f32, rh / region.height() as f32);
         let landmarks = face.landmarks.map(|[x, y]| [(x - x0) * kx, (y - y0) * ky]);
         align::align(&small, &landmarks, wide, size).map(|a| a.image)

@@ -62,7 +62,7 @@ impl OnnxQuality {
         let x2 = (face.bbox[2].clamp(0.0, w as f32) as u32).max(x1 + 1);
         let y2 = (face.bbox[3].clamp(0.0, h as f32) as u32).max(y1 + 1);
         let crop = imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image();
-        let crop = imageops::resize(&crop, NET_SIZE, NET_SIZE, imageops::FilterType::Triangle);
+        let crop = crate::resize::triangle(&crop, NET_SIZE, NET_SIZE);
         let tensor = runtime::rgb_tensor(&crop, |v| (f32::from(v) / 255.0 - 0.5) / 0.5);
         let outputs = self.session.run(ort::inputs![TensorRef::from_array_view(&tensor)?])?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;

@@ -64,13 +64,23 @@ fi
     --recognizer models/files/w600k_mbf.onnx --out "$work/member-maps-aligned.onnx" --report "$work/member-maps-aligned.json"
 "$venv/bin/python" tools/mad/train_tail.py "${data[@]}" "${aligned[@]}" --view aligned --seed 20261129 \
     --recognizer models/files/w600k_mbf.onnx --out "$work/member-tail-aligned.onnx" --report "$work/member-tail-aligned.json"
-"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" "${aligned[@]}" --out models/mad/facegate-mad-v8.onnx --report models/mad/report.json \
+"$venv/bin/python" tools/mad/ensemble.py "${data[@]}" "${aligned[@]}" --out "$work/facegate-mad-v8.onnx" --report "$work/report-v8.json" \
     --embeddings "$work/lfw.jsonl" "$work/set.jsonl" --recognizer models/files/w600k_mbf.onnx \
     --maps "$work/member-maps.onnx" --maps "$work/member-maps-aligned.onnx" --maps "$work/member-tail-aligned.onnx" --calibrate \
     "$work/member-abs-sq.onnx" "$work/member-abs-fm.onnx"
-# The image-only v2 (for other recognizers) is the same step without --embeddings, --maps and
+# The shipped model keeps four of those six members: the fine-tuned tail and the embedding
+# model made APCER on tools the model never saw worse (members.py table; BENCHMARKS.md).
+# members.py reads every member's logit out of the joined graph, re-reads the weights of the
+# four on validation, calibrates and writes them as one model with its contract in its
+# metadata (threshold at validation BPCER 1 %, crop, version).
+faces_args=(--faces "$work/lfw.jsonl" "$work/crops/lfw" "$work/aligned/lfw" --faces "$work/set.jsonl" "$work/crops/set" "$work/aligned/set")
+"$venv/bin/python" tools/mad/members.py logits --model "$work/facegate-mad-v8.onnx" --recognizer models/files/w600k_mbf.onnx \
+    "${faces_args[@]}" --out "$work/logits.csv"
+"$venv/bin/python" tools/mad/members.py build --model "$work/facegate-mad-v8.onnx" --recognizer models/files/w600k_mbf.onnx \
+    --logits "$work/logits.csv" "${data[@]}" --subset abs-sq,abs-fm,maps-centre,maps-aligned --weights refit \
+    "${faces_args[@]}" --version facegate-mad-v9 --context 1.5 --out models/mad/facegate-mad-v9.onnx
+# The image-only v2 (for other recognizers) is ensemble.py without --embeddings, --maps and
 # --recognizer on v3's networks: the abs one trained without --extra-set.
-sha256sum models/mad/facegate-mad-v8.onnx
-echo "then: put that sha256 in models/manifest.toml and report.json's threshold in pipeline.mad.threshold"
-echo "(config/default.toml and models/src/config.rs), rebuild, python3 models/fetch.py, and measure:"
+sha256sum models/mad/facegate-mad-v9.onnx
+echo "then: put that sha256 in models/manifest.toml (the model carries its own threshold), python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"
