@@ -7,10 +7,11 @@ image (`image_logit`), the embedding model (`embedding_logit`) and each --maps m
 (`maps_weighted`, `maps2_weighted`, ...). This script reads the members' own logits out of
 that graph instead of retraining anything:
 
-  logits  runs the joined model (the shipped one by default) on the faces `facegate faces`
-          wrote (MAD crop, aligned face, embedding; --faces JSONL CROPS ALIGNED, repeatable),
-          with each member's logit exposed, the recognizer's feature maps and weights fed as
-          the service feeds them (models/src/mad.rs), and writes one CSV row per face.
+  logits  runs the joined model (--model: an ensemble.py output such as v8, which left the
+          repository in 255d1c7: `git show 255d1c7~1:models/mad/facegate-mad-v8.onnx > v8.onnx`)
+          on the faces `facegate faces` wrote (MAD crop, aligned face, embedding; --faces JSONL
+          CROPS ALIGNED, repeatable), with each member's logit exposed, the recognizer's feature
+          maps and weights fed as ensemble.py feeds them, and writes one CSV row per face.
   table   from those rows: each member alone, the model with each member left out and any
           --subset, per tool (morph.py's validation morphs and every --tool folder of morphs):
           D-EER and APCER at BPCER 1 % against morph.py's validation bona fide photos and
@@ -496,7 +497,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     lg = sub.add_parser("logits", help="each member's logit on every face, as CSV")
-    lg.add_argument("--model", default="models/mad/facegate-mad-v8.onnx")
+    lg.add_argument("--model", required=True, help="the joined model (ensemble.py's output, e.g. v8)")
     lg.add_argument("--recognizer", default="models/files/w600k_mbf.onnx")
     lg.add_argument("--faces", nargs=3, action="append", required=True, metavar=("JSONL", "CROPS", "ALIGNED"), help="a `facegate faces --crops CROPS --aligned ALIGNED` output")
     lg.add_argument("--out", required=True)
@@ -505,7 +506,7 @@ def main() -> None:
     for name, fn in (("table", cmd_table), ("build", cmd_build)):
         p = sub.add_parser(name)
         p.set_defaults(fn=fn)
-        p.add_argument("--model", default="models/mad/facegate-mad-v8.onnx")
+        p.add_argument("--model", required=True, help="the joined model the --logits rows came from")
         p.add_argument("--logits", nargs="+", required=True, help="`logits` outputs")
         p.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
         p.add_argument("--lfw-crops", required=True)
