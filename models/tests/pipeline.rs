@@ -299,7 +299,7 @@ fn a_mad_model_with_inputs_the_service_cannot_fill_is_refused_by_name() {
 #[test]
 fn a_mad_model_brings_its_own_threshold_and_crop() {
     let p = pipeline();
-    assert_eq!(p.mad_model(), Some((0.8948, "facegate-mad-v9")));
+    assert_eq!(p.mad_model(), Some((0.9010, "facegate-mad-v9")));
     let cfg = p.config().clone();
     let v2 = |threshold| PipelineConfig {
         mad: facegate_models::config::MadConfig {
