@@ -246,3 +246,44 @@ fn sample<S: Strategy>(strategy: S, runner: &mut proptest::test_runner::TestRunn
         .unwrap_or_else(|e| panic!("cannot generate: {e}"))
         .current()
 }
+
+/// Every route the OpenAPI document lists refuses a request without a key, or with a wrong
+/// one, when keys are configured, except the two that are public by design (liveness and the
+/// document itself): a route added without its key check fails here.
+#[actix_web::test]
+async fn every_documented_route_but_health_and_the_document_needs_a_key() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    cfg.auth.keys = vec![ApiKey {
+        name: "ops".into(),
+        key: "operations-key-012345678".into(),
+        partitions: vec!["*".into()],
+        rights: [Right::Search, Right::Enrol, Right::Admin].into(),
+    }];
+    let svc = service!(cfg);
+    let doc: serde_json::Value = serde_json::from_str(facegate::routes::openapi::DOCUMENT).unwrap_or_else(|e| panic!("{e}"));
+    let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("no paths"));
+    let mut checked = 0;
+    for (path, item) in paths {
+        for method in item.as_object().into_iter().flat_map(|o| o.keys()) {
+            let public = matches!(path.as_str(), "/api/v1/health" | "/api/v1/openapi.json");
+            for key in [None, Some("wrong-key-000000000000")] {
+                let mut req = test::TestRequest::default()
+                    .method(method.to_uppercase().parse().unwrap_or_else(|e| panic!("{method}: {e}")))
+                    .uri(path)
+                    .set_payload("{}");
+                if let Some(k) = key {
+                    req = req.insert_header(("X-API-Key", k));
+                }
+                let status = test::call_service(&svc, req.to_request()).await.status().as_u16();
+                if public {
+                    assert_eq!(status, 200, "{method} {path} with {key:?} is public");
+                } else {
+                    assert_eq!(status, 401, "{method} {path} with {key:?} must need a key");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 18, "{checked} requests: the document lists every route");
+}
