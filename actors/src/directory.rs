@@ -8,9 +8,9 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::gallery::{
-    store, Applied, Candidate, Close, GalleryActor, IndexKind, IndexSettings, InjectFault, PartitionStatus, Shared, Stall, Write, WriteMsg,
-};
+use crate::gallery::{store, Applied, Candidate, Close, GalleryActor, IndexKind, IndexSettings, PartitionStatus, Shared, Write, WriteMsg};
+#[cfg(feature = "test-hooks")]
+use crate::gallery::{InjectFault, Stall};
 use crate::names::{validate_partition, validate_subject};
 use crate::GalleryError;
 
@@ -276,6 +276,7 @@ impl GalleryDirectory {
     }
 
     /// Make one partition's actor panic (fault-isolation tests and drills).
+    #[cfg(feature = "test-hooks")]
     pub async fn inject_fault(&self, partition: &str) -> Result<(), GalleryError> {
         let p = self.get(partition)?;
         p.addr
@@ -285,6 +286,7 @@ impl GalleryDirectory {
     }
 
     /// Occupy one partition's writer for `d`, as a slow disk would (concurrency tests).
+    #[cfg(feature = "test-hooks")]
     pub fn stall_writer(&self, partition: &str, d: std::time::Duration) -> Result<(), GalleryError> {
         let p = self.get(partition)?;
         p.addr.do_send(Stall(d));

@@ -124,7 +124,8 @@ fn limit_or_corrupt(e: image::ImageError) -> DecodeError {
 
 /// A valid PNG whose header claims `width` x `height` RGB pixels and carries none: a
 /// decompression-bomb probe for tests and drills (a decoder that trusts the header would
-/// allocate width x height x 3 bytes).
+/// allocate width x height x 3 bytes). Only in tests and with the `test-hooks` feature.
+#[cfg(any(test, feature = "test-hooks"))]
 pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     let mut bytes = Vec::new();
     let encoder = image::codecs::png::PngEncoder::new(&mut bytes);
@@ -137,6 +138,7 @@ pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     bytes
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xffff_ffffu32;
     for &b in data {

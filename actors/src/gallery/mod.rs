@@ -458,13 +458,17 @@ impl Handler<Close> for GalleryActor {
 }
 
 /// Fault injection for tests and drills: the actor panics inside a handler, exactly as
-/// a bug would, and must be restarted by its supervisor.
+/// a bug would, and must be restarted by its supervisor. Only with the `test-hooks` feature,
+/// which production builds do not enable.
+#[cfg(feature = "test-hooks")]
 pub struct InjectFault;
 
+#[cfg(feature = "test-hooks")]
 impl Message for InjectFault {
     type Result = ();
 }
 
+#[cfg(feature = "test-hooks")]
 impl Handler<InjectFault> for GalleryActor {
     type Result = ();
     fn handle(&mut self, _: InjectFault, ctx: &mut Self::Context) {
@@ -476,13 +480,17 @@ impl Handler<InjectFault> for GalleryActor {
     }
 }
 
-/// Hold the actor's thread for a while, as a slow fsync would (tests of concurrency).
+/// Hold the actor's thread for a while, as a slow fsync would (tests of concurrency; the
+/// `test-hooks` feature only).
+#[cfg(feature = "test-hooks")]
 pub struct Stall(pub Duration);
 
+#[cfg(feature = "test-hooks")]
 impl Message for Stall {
     type Result = ();
 }
 
+#[cfg(feature = "test-hooks")]
 impl Handler<Stall> for GalleryActor {
     type Result = ();
     fn handle(&mut self, msg: Stall, _: &mut Self::Context) {
