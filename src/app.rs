@@ -89,49 +89,32 @@ impl AppState {
 
 /// Every route of API.md; a known path asked with another method answers 405 with Allow.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use actix_web::http::Method;
     cfg.service(
         web::scope("/api/v1")
-            .service(post("/search", routes::search::handle))
-            .service(post("/verify", routes::verify::handle))
-            .service(post("/enrol", routes::enrol::handle))
-            .service(post("/delete", routes::delete::handle))
-            .service(get("/health", routes::health::handle))
-            .service(get("/partitions", routes::partitions::handle))
-            .service(get("/stats", routes::stats::handle))
-            .service(get("/openapi.json", routes::openapi::handle)),
+            .service(resource("/search", Method::POST, routes::search::handle))
+            .service(resource("/verify", Method::POST, routes::verify::handle))
+            .service(resource("/enrol", Method::POST, routes::enrol::handle))
+            .service(resource("/delete", Method::POST, routes::delete::handle))
+            .service(resource("/health", Method::GET, routes::health::handle))
+            .service(resource("/partitions", Method::GET, routes::partitions::handle))
+            .service(resource("/stats", Method::GET, routes::stats::handle))
+            .service(resource("/openapi.json", Method::GET, routes::openapi::handle)),
     )
-    .service(get("/metrics", routes::metrics::handle))
+    .service(resource("/metrics", Method::GET, routes::metrics::handle))
     .default_service(web::to(routes::not_found));
 }
 
-/// A route taking one method, 405 with Allow for any other.
-fn one_method<F, Args>(path: &'static str, method: actix_web::Route, allow: &'static str, handler: F) -> actix_web::Resource
+/// A path taking one method; any other gets 405 naming it.
+fn resource<F, Args>(path: &'static str, method: actix_web::http::Method, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)
-        .route(method.to(handler))
-        .default_service(web::to(routes::wrong_method(allow)))
-}
-
-fn get<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    one_method(path, web::get(), "GET", handler)
-}
-
-fn post<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    one_method(path, web::post(), "POST", handler)
+        .route(web::method(method.clone()).to(handler))
+        .default_service(web::to(routes::wrong_method(method)))
 }
 
 /// The request id a caller sent (if sane) or a new one.

@@ -36,7 +36,7 @@ pub enum ApiError {
     #[error("{0}")]
     IdentityCollision(String),
     #[error("{message}")]
-    MethodNotAllowed { message: String, allow: &'static str },
+    MethodNotAllowed { message: String, allow: actix_web::http::Method },
     #[error("{0}")]
     RequestTimeout(String),
     #[error("{0}")]
@@ -121,7 +121,7 @@ impl ResponseError for ApiError {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
         if let ApiError::MethodNotAllowed { allow, .. } = self {
-            res.insert_header((header::ALLOW, *allow));
+            res.insert_header((header::ALLOW, allow.as_str()));
         }
         // A body that stalled is not read further: the connection is not reused.
         if matches!(self, ApiError::RequestTimeout(_)) {
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(row(ApiError::Forbidden("f".into())), (403, "FORBIDDEN", None));
         let wrong_method = ApiError::MethodNotAllowed {
             message: "m".into(),
-            allow: "POST",
+            allow: actix_web::http::Method::POST,
         };
         assert_eq!(row(wrong_method), (405, "METHOD_NOT_ALLOWED", None));
         assert_eq!(row(ApiError::RequestTimeout("t".into())), (408, "REQUEST_TIMEOUT", None));

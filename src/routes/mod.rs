@@ -23,11 +23,11 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 /// The answer to a known path with a method it does not take: 405 naming the one it does.
-pub fn wrong_method(allow: &'static str) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
+pub fn wrong_method(allow: actix_web::http::Method) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
     move || {
         std::future::ready(Err(ApiError::MethodNotAllowed {
             message: format!("this endpoint takes {allow} only"),
-            allow,
+            allow: allow.clone(),
         }))
     }
 }
