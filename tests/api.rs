@@ -7,8 +7,8 @@ mod common;
 use std::path::PathBuf;
 
 use actix_web::{dev::ServiceResponse, http::StatusCode, test};
-use common::{b64, config, element, get, photo, post};
-use facegate::config::{ApiKey, Right};
+use common::{b64, config, element, get, key, photo, post};
+use facegate::config::Right;
 
 /// POST /api/v1/enrol of `image` as `subject` in the default partition, without a key.
 async fn enrol<S, B: actix_web::body::MessageBody>(svc: &S, image: &[u8], subject: &str) -> (StatusCode, String)
@@ -390,12 +390,6 @@ async fn partitions_never_mix_models() {
 async fn tenants_see_only_their_partitions() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = config(tmp.path());
-    let key = |name: &str, key: &str, parts: &[&str], rights: &[Right]| ApiKey {
-        name: name.into(),
-        key: key.into(),
-        partitions: parts.iter().map(|s| s.to_string()).collect(),
-        rights: rights.iter().copied().collect(),
-    };
     cfg.auth.keys = vec![
         key("watch", "watchlist-key-0123456789", &["watchlist"], &[Right::Search, Right::Enrol]),
         key("staff", "employees-key-0123456789", &["employees"], &[Right::Search, Right::Enrol]),
@@ -630,12 +624,6 @@ async fn other_partitions_are_searched_only_for_keys_that_may_read_them_and_thei
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = config(tmp.path());
     cfg.collision.also_search = vec!["watchlist".into()];
-    let key = |name: &str, key: &str, parts: &[&str], rights: &[Right]| ApiKey {
-        name: name.into(),
-        key: key.into(),
-        partitions: parts.iter().map(|s| s.to_string()).collect(),
-        rights: rights.iter().copied().collect(),
-    };
     let (watch, staff, desk, kiosk) = (
         "watchlist-key-0123456789",
         "employees-key-0123456789",

@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use actix_web::{http::StatusCode, test};
-use common::{b64, config, element, get, photo, post};
-use facegate::config::{ApiKey, Right};
+use common::{b64, config, element, get, key, photo, post};
+use facegate::config::Right;
 use proptest::strategy::{Strategy, ValueTree};
 
 #[actix_web::test]
@@ -45,12 +45,7 @@ async fn a_wrong_method_on_a_known_route_is_405_naming_the_right_one() {
 async fn a_key_without_rights_is_refused_before_the_body_is_parsed() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = config(tmp.path());
-    cfg.auth.keys = vec![ApiKey {
-        name: "tenant-a".into(),
-        key: "key-a".into(),
-        partitions: vec!["a".into()],
-        rights: [Right::Search, Right::Enrol].into(),
-    }];
+    cfg.auth.keys = vec![key("tenant-a", "key-a", &["a"], &[Right::Search, Right::Enrol])];
     let svc = service!(cfg);
     for path in ["/api/v1/search", "/api/v1/verify", "/api/v1/enrol", "/api/v1/delete"] {
         let req = test::TestRequest::post()
@@ -254,12 +249,12 @@ fn sample<S: Strategy>(strategy: S, runner: &mut proptest::test_runner::TestRunn
 async fn every_documented_route_but_health_and_the_document_needs_a_key() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = config(tmp.path());
-    cfg.auth.keys = vec![ApiKey {
-        name: "ops".into(),
-        key: "operations-key-012345678".into(),
-        partitions: vec!["*".into()],
-        rights: [Right::Search, Right::Enrol, Right::Admin].into(),
-    }];
+    cfg.auth.keys = vec![key(
+        "ops",
+        "operations-key-012345678",
+        &["*"],
+        &[Right::Search, Right::Enrol, Right::Admin],
+    )];
     let svc = service!(cfg);
     let doc: serde_json::Value = serde_json::from_str(facegate::routes::openapi::DOCUMENT).unwrap_or_else(|e| panic!("{e}"));
     let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("no paths"));

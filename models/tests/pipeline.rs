@@ -19,6 +19,12 @@ fn pipeline() -> Pipeline {
     Pipeline::load(&cfg).unwrap_or_else(|e| panic!("{e}"))
 }
 
+fn rgb(name: &str) -> image::RgbImage {
+    image::load_from_memory(&photo(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .to_rgb8()
+}
+
 fn photo(name: &str) -> Vec<u8> {
     std::fs::read(root().join("testdata").join(name)).unwrap_or_else(|e| panic!("{name}: {e}; run python3 models/fetch.py"))
 }
@@ -88,12 +94,8 @@ fn truncated_jpeg_is_a_clean_decode_failure() {
 #[test]
 fn two_similar_faces_are_ambiguous_for_enrol_only() {
     let mut p = pipeline();
-    let a = image::load_from_memory(&photo("obama.jpg"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_rgb8();
-    let b = image::load_from_memory(&photo("biden.jpg"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_rgb8();
+    let a = rgb("obama.jpg");
+    let b = rgb("biden.jpg");
     let b = image::imageops::resize(&b, a.width(), a.height(), image::imageops::FilterType::Triangle);
     let mut both = image::RgbImage::new(a.width() * 2, a.height());
     image::imageops::replace(&mut both, &a, 0, 0);
@@ -115,7 +117,7 @@ fn two_similar_faces_are_ambiguous_for_enrol_only() {
 #[test]
 fn a_background_face_does_not_stop_enrolment() {
     let mut p = pipeline();
-    let rgb = |name: &str| image::load_from_memory(&photo(name)).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
+    let rgb = |name: &str| rgb(name);
     let (mut scene, other) = (rgb("obama.jpg"), rgb("biden.jpg"));
     let face = |p: &mut Pipeline, img: &image::RgbImage| p.subject_face(img).ok().flatten().unwrap_or_else(|| panic!("no face"));
     let (subject, theirs) = (face(&mut p, &scene), face(&mut p, &other));
@@ -209,7 +211,7 @@ fn the_mad_gate_refuses_a_morph_and_passes_the_people_it_was_made_of() {
     let mut p = pipeline();
     let (threshold, _) = p.mad_model().unwrap_or_else(|| panic!("no MAD model"));
     for name in ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"] {
-        let image = image::load_from_memory(&photo(name)).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
+        let image = rgb(name);
         let face = p.subject_face(&image).ok().flatten().unwrap_or_else(|| panic!("{name}: no face"));
         let score = p.morph_score(&image, &face).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("{name}: morph score {score:?}");
@@ -259,9 +261,7 @@ fn a_mad_model_reading_the_recognizer_is_refused_next_to_another_one() {
     let other = refusal(&cfg);
     assert!(other.contains("facegate-mad-v2.onnx"), "{other}");
     // Pinned to the right sha256 under any name, it loads and scores as before.
-    let obama = image::load_from_memory(&photo("obama.jpg"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_rgb8();
+    let obama = rgb("obama.jpg");
     let face = p.subject_face(&obama).ok().flatten().unwrap_or_else(|| panic!("no face"));
     let want = p.morph_score(&obama, &face).unwrap_or_else(|e| panic!("{e}"));
     cfg.recognizer.sha256 = "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f".into();
@@ -322,9 +322,7 @@ fn a_mad_model_brings_its_own_threshold_and_crop() {
 #[test]
 fn the_enrolment_template_is_the_recognizers_own() {
     let mut p = pipeline();
-    let image = image::load_from_memory(&photo("obama.jpg"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_rgb8();
+    let image = rgb("obama.jpg");
     let template = |p: &mut Pipeline, purpose| match p.analyze_image(&image, purpose).map(|a| a.outcome) {
         Ok(Ok(t)) => t.vector,
         other => panic!("{purpose:?}: {other:?}"),

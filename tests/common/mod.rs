@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use actix_web::{dev::ServiceResponse, http::StatusCode, test};
 use base64::Engine;
-use facegate::config::Config;
+use facegate::config::{ApiKey, Config, Right};
 
 /// The app on `cfg`, as `facegate serve` builds it.
 macro_rules! service {
@@ -29,6 +29,16 @@ pub fn photo(name: &str) -> Vec<u8> {
 
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// An API key named `name` for `partitions` with `rights`.
+pub fn key(name: &str, key: &str, partitions: &[&str], rights: &[Right]) -> ApiKey {
+    ApiKey {
+        name: name.into(),
+        key: key.into(),
+        partitions: partitions.iter().map(|s| s.to_string()).collect(),
+        rights: rights.iter().copied().collect(),
+    }
 }
 
 pub fn config(data: &std::path::Path) -> Config {
