@@ -232,6 +232,13 @@ def load_everything(args):
     return rows, groups, index, vi, labels, persons, sources
 
 
+def load_joined(args):
+    """The joined model, its own weights, its parts' logits and the rows `load_everything` groups."""
+    model = onnx.load(args.model)
+    rows, *grouped = load_everything(args)
+    return (model, shipped_weights(model), raw_parts(rows), rows, *grouped)
+
+
 def evaluate(subset, raw, v8w, index, vi, labels, persons, sources, mode, tools, bona_extra):
     logits, factors = combine(subset, raw, v8w, vi, labels, persons, mode)
     calibration, _ = calibrate(logits[vi], labels)
@@ -276,10 +283,7 @@ def evaluate(subset, raw, v8w, index, vi, labels, persons, sources, mode, tools,
 
 
 def cmd_table(args):
-    model = onnx.load(args.model)
-    v8w = shipped_weights(model)
-    rows, groups, index, vi, labels, persons, sources = load_everything(args)
-    raw = raw_parts(rows)
+    model, v8w, raw, rows, groups, index, vi, labels, persons, sources = load_joined(args)
     tools = [s.split("=", 1)[0] for s in args.tool or []]
     bona_extra = [s.split("=", 1)[0] for s in args.bona_fide or []]
     print({g: len(v) for g, v in groups.items()}, flush=True)
@@ -398,10 +402,7 @@ def prune(model, keep_outputs=("morph",)):
 
 
 def cmd_build(args):
-    model = onnx.load(args.model)
-    v8w = shipped_weights(model)
-    rows, groups, index, vi, labels, persons, sources = load_everything(args)
-    raw = raw_parts(rows)
+    model, v8w, raw, rows, groups, index, vi, labels, persons, sources = load_joined(args)
     subset = args.subset.split(",")
     unknown = [p for p in subset if p not in PARTS]
     if unknown:
