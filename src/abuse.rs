@@ -55,14 +55,7 @@ fn search_body(image: &[u8]) -> String {
 }
 
 fn rss_mb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+    crate::procfs::bytes(&format!("/proc/{pid}/status"), "VmRSS").map_or(0, |b| b >> 20)
 }
 
 /// What clients saw over a run: latencies of served answers (not 503), refusals, peak RSS.

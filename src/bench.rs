@@ -320,11 +320,7 @@ fn mated_probe(i: usize, q: u64) -> Vec<f32> {
 }
 
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
+    crate::procfs::bytes("/proc/self/status", "VmRSS").unwrap_or(0)
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

@@ -66,16 +66,9 @@ impl BodyBudget {
     }
 }
 
-/// The machine's RAM from /proc/meminfo; 8 GiB when it cannot be read.
+/// The machine's RAM; 8 GiB when it cannot be read.
 fn ram_bytes() -> usize {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        })
-        .map_or(8 << 30, |kb| kb.saturating_mul(1024))
+    crate::procfs::bytes("/proc/meminfo", "MemTotal").map_or(8 << 30, |b| usize::try_from(b).unwrap_or(usize::MAX))
 }
 
 /// One body's share of the budget, given back when it is dropped (when the request ends,

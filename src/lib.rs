@@ -15,5 +15,6 @@ pub mod eval;
 pub mod faces;
 pub mod intake;
 pub mod metrics;
+pub mod procfs;
 pub mod routes;
 pub mod xml;
