@@ -143,22 +143,31 @@ pub fn resolve(path: &Path) -> PathBuf {
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// The layers every facegate command reads, highest last: compiled-in defaults,
+/// config/default.toml, the `--config` file, then `FACEGATE__SECTION__KEY` variables.
+/// A tool extracts only the sections it needs (`T` without `deny_unknown_fields` ignores
+/// the rest); a bad value names its option.
+pub fn extract<T: serde::de::DeserializeOwned>(file: Option<&Path>) -> Result<T, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    let default_file = resolve(Path::new("config/default.toml"));
+    if default_file.is_file() {
+        fig = fig.merge(Toml::file(default_file));
+    }
+    if let Some(f) = file {
+        if !f.is_file() {
+            return Err(ConfigError(format!("--config {}: no such file", f.display())));
+        }
+        fig = fig.merge(Toml::file(f));
+    }
+    fig.merge(Env::prefixed("FACEGATE__").split("__"))
+        .extract()
+        .map_err(|e| ConfigError(describe(e)))
+}
+
 impl Config {
-    /// Layered load; `file` is the `--config` argument.
+    /// The server's whole configuration, layered, its paths resolved and validated.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        let default_file = resolve(Path::new("config/default.toml"));
-        if default_file.is_file() {
-            fig = fig.merge(Toml::file(default_file));
-        }
-        if let Some(f) = file {
-            if !f.is_file() {
-                return Err(ConfigError(format!("--config {}: no such file", f.display())));
-            }
-            fig = fig.merge(Toml::file(f));
-        }
-        fig = fig.merge(Env::prefixed("FACEGATE__").split("__"));
-        let mut cfg: Config = fig.extract().map_err(|e| ConfigError(describe(e)))?;
+        let mut cfg: Config = extract(file)?;
         cfg.resolve_paths();
         cfg.validate()?;
         Ok(cfg)

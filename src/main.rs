@@ -1,4 +1,4 @@
-//! facegate: the server and its operator commands.
+//! facegate: the server. Evaluation, benchmarks and folder enrolment are `facegate-tools`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,20 +28,6 @@ enum Command {
     Serve,
     /// Check the configuration and every model file, run each model once, and exit.
     Check,
-    /// Measure the real pipeline on an evaluation set.
-    Eval {
-        #[command(subcommand)]
-        set: facegate::eval::EvalSet,
-    },
-    /// What the pipeline sees in each image of a folder: JSON lines, and the MAD crops.
-    Faces(facegate::faces::Faces),
-    /// Enrol every image of a folder through a running server.
-    EnrolDir(facegate::enrol_dir::EnrolDir),
-    /// Benchmarks that print figures (BENCHMARKS.md).
-    Bench {
-        #[command(subcommand)]
-        set: facegate::bench::BenchSet,
-    },
 }
 
 fn main() -> ExitCode {
@@ -57,10 +43,6 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cfg),
         Command::Check => check(cfg),
-        Command::Eval { set } => facegate::eval::run(&cfg, set),
-        Command::Faces(args) => facegate::faces::run(&cfg, args),
-        Command::Bench { set } => facegate::bench::run(set),
-        Command::EnrolDir(args) => facegate::enrol_dir::run(args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -354,17 +354,16 @@ async fn a_morph_is_refused_at_enrol_with_its_score_and_leaves_no_trace() {
 async fn partitions_never_mix_models() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     {
-        // A partition written earlier by another recognizer.
-        let dir = tmp.path().join("legacy");
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let mut store = facegate_actors::gallery::store::Store::open(&dir, 10).unwrap_or_else(|e| panic!("{e}"));
-        let w = facegate_actors::gallery::store::Write::Enrol {
-            subject: "old".into(),
-            vector: vec![1.0 / (512f32).sqrt(); 512],
-            model_id: "arcface-w600k-r50".into(),
-            quality: 0.9,
+        // A partition written earlier by another recognizer, through the gallery's own API.
+        let cfg = facegate_actors::GalleryConfig {
+            data_dir: tmp.path().to_path_buf(),
+            ..Default::default()
         };
-        store.apply(&[w]).unwrap_or_else(|e| panic!("{e}"));
+        let g = facegate_actors::GalleryDirectory::open(cfg, 512).unwrap_or_else(|e| panic!("{e}"));
+        g.enrol("legacy", "old", vec![1.0 / (512f32).sqrt(); 512], "arcface-w600k-r50", 0.9)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        g.close().await;
     }
     let svc = service!(config(tmp.path()));
     let img = b64(&photo("obama.jpg"));

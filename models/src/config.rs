@@ -178,7 +178,7 @@ pub struct MadConfig {
     pub threshold: Option<f32>,
     /// Side of the detector's square input crop, in pixels, and how much more than the
     /// recognizer's aligned crop it shows: for a model that does not declare its own
-    /// (`facegate.input_size`, `facegate.context`), and the crop `facegate faces` cuts.
+    /// (`facegate.input_size`, `facegate.context`), and the crop `facegate-tools faces` cuts.
     pub input_size: u32,
     pub context: f32,
 }

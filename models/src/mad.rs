@@ -76,7 +76,7 @@ struct Contract {
 
 /// The detector's input: the face aligned by its 5 landmarks to the recognizer's
 /// template, shrunk by `context` about the crop centre so that `context` times the
-/// recognizer's field of view fits in `size`x`size`. Training (`facegate faces`) and
+/// recognizer's field of view fits in `size`x`size`. Training (`facegate-tools faces`) and
 /// inference both call this, so the model never sees a crop it was not trained on.
 ///
 /// A face much larger than the crop is first scaled down with an area filter around the

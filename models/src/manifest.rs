@@ -34,7 +34,7 @@ pub struct ModelEntry {
     pub requirement: String,
     pub sha256: String,
     /// A recognizer's calibration table (relative to models/): cosine score -> FMR and
-    /// FNMR, written by `facegate eval lfw --calibration`.
+    /// FNMR, written by `facegate-tools eval lfw --calibration`.
     #[serde(default)]
     pub calibration: Option<String>,
 }

@@ -11,7 +11,7 @@ morphs the model never saw in training:
                 first photo (what an image editor and a soft brush make).
 Validation (`--split val`, the default): each saved as JPEG quality 90; the bona fide
 side is the validation split's own (linked from morph.py's eval folder), so
-`facegate eval mad --data OUT` measures the shipped threshold against these morphs and the
+`facegate-tools eval mad --data OUT` measures the shipped threshold against these morphs and the
 usual bona fide photos.
 Training (`--split train`): each goes through morph.py's post-processing (seeded), and
 OUT/manifest.json lists them as morph.py lists its own, for `train.py --extra-set`.

@@ -20,7 +20,7 @@ validation people, measured on the other. The graph records the recognizer's sha
 
 With `--maps`, a train_maps.py or train_tail.py network joins too: it reads the recognizer's
 activations on one view of the face (inputs `recognizer:NODE` of the MAD crop's centre, or `recognizer_aligned:NODE` of
-the aligned face, for which `--lfw-aligned` and `--set-aligned` give the faces, `facegate faces
+the aligned face, for which `--lfw-aligned` and `--set-aligned` give the faces, `facegate-tools faces
 --aligned`; its inputs become the joined model's), and its logit is added with a weight read off
 validation the same way, on top of the networks, the embedding model and the `--maps` before it
 (each cross-fitted in the report as well; one whose weight is 0 is reported and left out of
@@ -199,7 +199,7 @@ def run(session, images, output="morph", embeddings=None, batch=256, feeds=()):
 
 
 def embeddings_of(items, jsonl, roots):
-    """The recognizer's embedding of each item's face, from `facegate faces` outputs (one
+    """The recognizer's embedding of each item's face, from `facegate-tools faces` outputs (one
     per crop root: `crop` is relative to it)."""
     table = {}
     for path, root in zip(jsonl, roots):
@@ -352,7 +352,7 @@ def distinct(feeds):
 
 
 def aligned_paths(crops, roots):
-    """The aligned faces (facegate faces --aligned) of these MAD crops: same relative
+    """The aligned faces (facegate-tools faces --aligned) of these MAD crops: same relative
     paths under the aligned folder that goes with each crop folder."""
     out = []
     for c in crops:
@@ -367,7 +367,7 @@ def aligned_paths(crops, roots):
 
 def main() -> None:
     ap = data_arguments(__doc__)
-    ap.add_argument("--embeddings", nargs="+", metavar="JSONL", help="`facegate faces` outputs of the photos, of the set and (with --extra-set) of the extra set's morphs: add the embedding model")
+    ap.add_argument("--embeddings", nargs="+", metavar="JSONL", help="`facegate-tools faces` outputs of the photos, of the set and (with --extra-set) of the extra set's morphs: add the embedding model")
     ap.add_argument("--recognizer", help="the recognizer ONNX file that made those embeddings (its sha256 goes into the model)")
     ap.add_argument("--maps", action="append", help="a train_maps.py output (on the recognizer's feature maps; needs --recognizer): add it, weighted; repeatable, each weighted on top of the ones before")
     ap.add_argument("--calibrate", action="store_true", help="scale the joined logit to a readable probability (Platt scaling on validation; v8 is made with it)")
@@ -381,7 +381,7 @@ def main() -> None:
     recognizer_sha256 = hashlib.sha256(Path(args.recognizer).read_bytes()).hexdigest() if args.recognizer else None
     roots = [Path(args.lfw_crops), Path(args.set_crops)] + ([Path(args.extra_crops)] if args.extra_set else [])
     if args.embeddings and len(args.embeddings) != len(roots):
-        raise SystemExit(f"--embeddings needs {len(roots)} `facegate faces` outputs, one per crop folder: {', '.join(map(str, roots))}")
+        raise SystemExit(f"--embeddings needs {len(roots)} `facegate-tools faces` outputs, one per crop folder: {', '.join(map(str, roots))}")
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     lfw, crops = Path(args.lfw_crops), Path(args.set_crops)
     items = crop_list(manifest, "val", lfw, crops)

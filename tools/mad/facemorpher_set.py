@@ -22,9 +22,9 @@ on a copy scaled up twice (bicubic) and halved; the morph itself is made at the 
 FaceMorpher's `percent` is the first photo's weight: 1 - the manifest's alpha.
 
 Validation (`--split val`, the default): saved as JPEG quality 90, like crossgen.py's, for
-`facegate eval mad --data OUT`. Training (`--split train`): the morphs and the `aligned`
+`facegate-tools eval mad --data OUT`. Training (`--split train`): the morphs and the `aligned`
 bona fide copies (OUT/bona_fide_post/aligned, so that the tool's scaling is not what tells a
-morph) each through morph.py's post-processing (seeded), listed in OUT/manifest.json, for `train.py --extra-set OUT --extra-crops C` after `facegate faces OUT --crops C`.
+morph) each through morph.py's post-processing (seeded), listed in OUT/manifest.json, for `train.py --extra-set OUT --extra-crops C` after `facegate-tools faces OUT --crops C`.
 
 Needs `requirements-facemorpher.txt` (Stasm compiles against the system's OpenCV:
 Debian `libopencv-dev`; see tools/mad/README).

@@ -9,7 +9,7 @@ that graph instead of retraining anything:
 
   logits  runs the joined model (--model: an ensemble.py output such as v8, which left the
           repository in 255d1c7: `git show 255d1c7~1:models/mad/facegate-mad-v8.onnx > v8.onnx`)
-          on the faces `facegate faces` wrote (MAD crop, aligned face, embedding; --faces JSONL
+          on the faces `facegate-tools faces` wrote (MAD crop, aligned face, embedding; --faces JSONL
           CROPS ALIGNED, repeatable), with each member's logit exposed, the recognizer's feature
           maps and weights fed as ensemble.py feeds them, and writes one CSV row per face.
   table   from those rows: each member alone, the model with each member left out and any
@@ -27,7 +27,7 @@ that graph instead of retraining anything:
           kept weights and the calibration set as `table` sets them, the recognizer's sha256
           kept (`facegate.embedding_sha256`) and the threshold, version, crop size and
           context recorded in its metadata; checked against the rows' logits.
-  scores  the table's figures for one model from `facegate eval mad --scores` (the service's
+  scores  the table's figures for one model from `facegate-tools eval mad --scores` (the service's
           own pipeline: detector, alignment, crop, recognizer taps, ONNX Runtime).
 
 Parts (in ensemble.py's join order): abs-sq, abs-fm (the train.py networks m0, m1: one part
@@ -88,7 +88,7 @@ def exposing(model, edges):
 
 # ---------------------------------------------------------------------------------------- logits
 def faces_of(jsonl, crops, aligned):
-    """(crop path, aligned path, embedding) of every face with both crops in a `facegate faces` output."""
+    """(crop path, aligned path, embedding) of every face with both crops in a `facegate-tools faces` output."""
     out = []
     for line in open(jsonl):
         r = json.loads(line)
@@ -335,7 +335,7 @@ def markdown(out, tools, bona_extra) -> str:
 
 # ---------------------------------------------------------------------------------------- scores
 def cmd_scores(args):
-    """The same figures from `facegate eval mad --scores` (the service's own pipeline): the
+    """The same figures from `facegate-tools eval mad --scores` (the service's own pipeline): the
     threshold at BPCER 1 % on morph.py's validation bona fide photos and copies."""
     rows = [r for path in args.scores for r in csv.DictReader(open(path))]
     groups = {}
@@ -500,7 +500,7 @@ def main() -> None:
     lg = sub.add_parser("logits", help="each member's logit on every face, as CSV")
     lg.add_argument("--model", required=True, help="the joined model (ensemble.py's output, e.g. v8)")
     lg.add_argument("--recognizer", default="models/files/w600k_mbf.onnx")
-    lg.add_argument("--faces", nargs=3, action="append", required=True, metavar=("JSONL", "CROPS", "ALIGNED"), help="a `facegate faces --crops CROPS --aligned ALIGNED` output")
+    lg.add_argument("--faces", nargs=3, action="append", required=True, metavar=("JSONL", "CROPS", "ALIGNED"), help="a `facegate-tools faces --crops CROPS --aligned ALIGNED` output")
     lg.add_argument("--out", required=True)
     lg.add_argument("--batch", type=int, default=64)
     lg.add_argument("--threads", type=int, default=1)
@@ -528,9 +528,9 @@ def main() -> None:
     bd.add_argument("--context", type=float, default=1.5, help="facegate.context: the crop's context the members were trained with (pipeline.mad.context)")
     bd.add_argument("--out", required=True)
     lg.set_defaults(fn=cmd_logits)
-    sc = sub.add_parser("scores", help="the same figures from `facegate eval mad --scores` (the real pipeline)")
+    sc = sub.add_parser("scores", help="the same figures from `facegate-tools eval mad --scores` (the real pipeline)")
     sc.set_defaults(fn=cmd_scores)
-    sc.add_argument("--scores", nargs="+", required=True, help="facegate eval mad --scores CSVs (one model)")
+    sc.add_argument("--scores", nargs="+", required=True, help="facegate-tools eval mad --scores CSVs (one model)")
     sc.add_argument("--val", required=True, help="morph.py's OUT/eval as given to `eval mad --data`")
     sc.add_argument("--tool", action="append", help="NAME=DIR: morphs given to `eval mad --morphs` (as written there)")
     sc.add_argument("--bona-fide", action="append", help="NAME=DIR: bona fide given to `eval mad --bona-fide`")

@@ -2,7 +2,7 @@
 """Generate face morphs the way an attacker would, reproducibly, for training and
 measuring facegate's MAD model.
 
-Input is what `facegate faces DIR --out FILE` wrote (face box, 5 landmarks and the
+Input is what `facegate-tools faces DIR --out FILE` wrote (face box, 5 landmarks and the
 service's own embedding per image). The people are split by identity into train and
 validation (never one person in both); within each split every morph is made from two
 different people chosen among each other's most similar faces (by the recognizer), as
@@ -25,7 +25,7 @@ learn "post-processed" for "morph".
 Usage: morph.py --faces lfw.jsonl --images DIR --landmarks fr_landmark.onnx --out DIR
 Writes OUT/{train,val}/{bona_fide,morph}/<source>/..., OUT/manifest.json (the split,
 every pair with its weight, variant and post-processing, the seed), and OUT/eval/, the
-validation split as links laid out for `facegate eval mad --data OUT/eval`.
+validation split as links laid out for `facegate-tools eval mad --data OUT/eval`.
 The pair choice uses the people's mean embeddings; each morph takes a random good photo
 (quality >= --min-quality) of each, so one person appears under several poses and lights.
 """
@@ -197,7 +197,7 @@ def write_morph_list(out: Path, seed: int, split: str, morphs: list, bona_fide_p
     """OUT/manifest.json of a folder of extra morphs (crossgen.py, selfmorph.py, facemorpher_set.py):
     this script's manifest layout with only one split's `morphs` (and bona fide copies, if any),
     as `train.py --extra-set OUT --extra-crops C` reads it. Every `file` is relative to OUT, so
-    `facegate faces OUT --crops C` makes the crops, whatever the folders inside."""
+    `facegate-tools faces OUT --crops C` makes the crops, whatever the folders inside."""
     entry = {"bona_fide": [], "bona_fide_post": list(bona_fide_post), "morphs": morphs}
     (out / "manifest.json").write_text(json.dumps({"seed": seed, "splits": {split: entry}}, indent=1) + "\n")
 
@@ -222,7 +222,7 @@ def pair_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def link_validation_bona_fide(set_dir: Path, out: Path) -> None:
     """OUT/bona_fide/<source>: links to this script's validation bona fide folders, so that
-    `facegate eval mad --data OUT` scores another generator's morphs against the same photos."""
+    `facegate-tools eval mad --data OUT` scores another generator's morphs against the same photos."""
     bona = out / "bona_fide"
     bona.mkdir(parents=True, exist_ok=True)
     for source in (set_dir / "eval" / "bona_fide").iterdir():
@@ -232,10 +232,10 @@ def link_validation_bona_fide(set_dir: Path, out: Path) -> None:
 
 
 def photo_arguments(doc: str) -> argparse.ArgumentParser:
-    """The arguments morph.py and crossgen.py share: the photos, what `facegate faces` saw in them, where to write."""
+    """The arguments morph.py and crossgen.py share: the photos, what `facegate-tools faces` saw in them, where to write."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--faces", required=True, help="JSON lines from `facegate faces`")
-    ap.add_argument("--images", required=True, help="the folder `facegate faces` read")
+    ap.add_argument("--faces", required=True, help="JSON lines from `facegate-tools faces`")
+    ap.add_argument("--images", required=True, help="the folder `facegate-tools faces` read")
     ap.add_argument("--out", required=True)
     return ap
 
@@ -322,7 +322,7 @@ def main() -> None:
         print(f"{split}: {len(people)} people, {len(bona)} bona fide photos, {len(post_records)} post-processed copies, "
               f"{len(records)} morphs (median cosine of the two source photos {np.median(cosines):.3f})")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    # The validation split laid out for `facegate eval mad --data OUT/eval` (links, no copies).
+    # The validation split laid out for `facegate-tools eval mad --data OUT/eval` (links, no copies).
     val = manifest["splits"]["val"]
     links = [(root / rel, Path("bona_fide/lfw") / Path(rel).name) for rel in val["bona_fide"]]
     links += [(out / r["file"], Path("bona_fide/post") / Path(r["file"]).name) for r in val["bona_fide_post"]]

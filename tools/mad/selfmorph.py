@@ -21,7 +21,7 @@ resampling of a warp, not the blend.
 
 Only training-split photos are used (morph.py's manifest), so validation people stay unseen.
 Writes OUT/morph/<variant>/NNNNN.(jpg|png) and OUT/manifest.json in crossgen.py's layout, for
-`facegate faces OUT --crops CROPS` and `train.py --extra-set OUT --extra-crops CROPS`.
+`facegate-tools faces OUT --crops CROPS` and `train.py --extra-set OUT --extra-crops CROPS`.
 
 Usage: selfmorph.py --set SET --faces lfw.jsonl --images lfw/images --landmarks fr_landmark.onnx --out DIR [--count 8000]
 """

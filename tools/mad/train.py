@@ -3,7 +3,7 @@
 
 The model has two parts, in one graph:
   maps      fixed, hand-designed: the 128x128 MAD crop (the service's own, written by
-            `facegate faces --crops`) in luma and two chroma channels, filtered by nine
+            `facegate-tools faces --crops`) in luma and two chroma channels, filtered by nine
             residual filters from image forensics (SRM "KV" 5x5 and "KB" 3x3, second-order
             and diagonal differences, Sobel gradients, a difference of Gaussians), at full
             and half resolution; the log of the mean absolute response over 4x4-pixel
@@ -313,12 +313,12 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     """The arguments train.py and ensemble.py share: where the set and its crops are, where to write."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--set", required=True, help="morph.py's output folder (manifest.json)")
-    ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate faces --crops)")
-    ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate faces --crops on --set)")
+    ap.add_argument("--lfw-crops", required=True, help="crops of the bona fide originals (facegate-tools faces --crops)")
+    ap.add_argument("--set-crops", required=True, help="crops of the morph set (facegate-tools faces --crops on --set)")
     ap.add_argument("--extra-set", help="more training images: crossgen.py --split train's, selfmorph.py's or facemorpher_set.py --split train's output folder (manifest.json)")
-    ap.add_argument("--extra-crops", help="their crops (facegate faces --crops on EXTRA_SET)")
-    ap.add_argument("--extra-aligned", help="their aligned faces (facegate faces --aligned on EXTRA_SET), for train_maps.py and train_tail.py --view aligned")
-    ap.add_argument("--lfw-aligned", help="the photos' faces aligned for the recognizer (facegate faces --aligned), for train_maps.py and ensemble.py --maps")
+    ap.add_argument("--extra-crops", help="their crops (facegate-tools faces --crops on EXTRA_SET)")
+    ap.add_argument("--extra-aligned", help="their aligned faces (facegate-tools faces --aligned on EXTRA_SET), for train_maps.py and train_tail.py --view aligned")
+    ap.add_argument("--lfw-aligned", help="the photos' faces aligned for the recognizer (facegate-tools faces --aligned), for train_maps.py and ensemble.py --maps")
     ap.add_argument("--set-aligned", help="the same of the morph set")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)

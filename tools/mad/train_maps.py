@@ -7,7 +7,7 @@ the recognizer (w600k_mbf) at three depths (nodes `397`, 28x28x128; `473`, 14x14
 `505`, 7x7x256), the recognizer's own input size and normalisation, on one of two views of
 the face (`--view`): `centre`, the centre 112x112 of the MAD crop (the face at 0.76 times
 the recognizer's scale, with some of its surroundings; v5's network), or `aligned`, the face
-as the recognizer sees it for the embedding (`facegate faces --aligned`, the service's own
+as the recognizer sees it for the embedding (`facegate-tools faces --aligned`, the service's own
 alignment). Those layers describe skin, edges and facial parts at the scales where
 a blend of two faces leaves doubled contours and averaged texture. The recognizer is not
 retrained and its weights are not part of the model: the service runs the recognizer
@@ -201,7 +201,7 @@ def view_data(args, nodes=NODES, process=None):
     before the recognizer reads it (validation is read as it is)."""
     manifest = json.loads((Path(args.set) / "manifest.json").read_text())
     if args.view == "aligned" and not (args.lfw_aligned and args.set_aligned):
-        raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate faces --aligned)")
+        raise SystemExit("--view aligned reads the aligned faces: --lfw-aligned and --set-aligned (facegate-tools faces --aligned)")
     option, extra = ("--extra-aligned", args.extra_aligned) if args.view == "aligned" else ("--extra-crops", args.extra_crops)
     if args.extra_set and not extra:
         raise SystemExit(f"--extra-set on the {args.view} view reads its faces from {option}")

@@ -9,7 +9,7 @@
 
 pub mod index;
 pub mod snapshot;
-pub mod store;
+pub(crate) mod store;
 mod subjects;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -95,11 +95,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Every template, for rebuilding the index.
-    pub fn for_each(&self, f: impl FnMut(Row)) -> rusqlite::Result<()> {
-        self.for_each_after(0, f)
-    }
-
     /// Every template stored after row `after`.
     pub fn for_each_after(&self, after: i64, mut f: impl FnMut(Row)) -> rusqlite::Result<()> {
         let mut stmt = self
@@ -254,7 +249,8 @@ mod tests {
         }
         let mut s = Store::open(dir.path(), 2).unwrap_or_else(|e| panic!("{e}"));
         let mut rows = Vec::new();
-        s.for_each(|r| rows.push((r.subject, r.vector))).unwrap_or_else(|e| panic!("{e}"));
+        s.for_each_after(0, |r| rows.push((r.subject, r.vector)))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].1, vec![0.6, 0.8]);
         assert_eq!(s.model_id().ok().flatten().as_deref(), Some("m"));

@@ -1,4 +1,4 @@
-//! `facegate bench abuse`: a running server under the abuse a hostile or careless client
+//! `facegate-tools bench abuse`: a running server under the abuse a hostile or careless client
 //! can bring, on loopback, bounded in time, printing the server's RSS, the rate and p99 it
 //! serves to well-behaved clients meanwhile, and what it accepted that it should not have.
 //!
@@ -55,7 +55,7 @@ fn search_body(image: &[u8]) -> String {
 }
 
 fn rss_mb(pid: u32) -> u64 {
-    crate::procfs::bytes(&format!("/proc/{pid}/status"), "VmRSS").map_or(0, |b| b >> 20)
+    facegate::procfs::bytes(&format!("/proc/{pid}/status"), "VmRSS").map_or(0, |b| b >> 20)
 }
 
 /// What clients saw over a run: latencies of served answers (not 503), refusals, peak RSS.

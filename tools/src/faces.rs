@@ -1,4 +1,4 @@
-//! `facegate faces DIR --out FILE [--crops DIR] [--aligned DIR]`: what the pipeline sees in
+//! `facegate-tools faces DIR --out FILE [--crops DIR] [--aligned DIR]`: what the pipeline sees in
 //! every image of a folder, as JSON lines (face box, 5 landmarks, embedding, gate scores),
 //! and the exact crops the MAD model is given, as PNG: its own wider crop and the face
 //! aligned for the recognizer (whose feature maps it may read). The MAD training tools (`tools/mad/`) build on
@@ -70,7 +70,7 @@ pub fn run(cfg: &Config, args: Faces) -> Result<(), AnyError> {
 
 /// `files` without those reached through a symbolic link (to the file or to a folder on
 /// its path) whose target is also under `dir`, and how many those were. morph.py's set
-/// links its validation split again under `eval/` for `facegate eval mad`: read through both
+/// links its validation split again under `eval/` for `facegate-tools eval mad`: read through both
 /// paths, every validation image was processed twice and its crops written twice. A link
 /// to an image outside `dir` is kept: it is the only way to it.
 fn read_once(files: Vec<PathBuf>, dir: &Path) -> (Vec<PathBuf>, usize) {

@@ -1,4 +1,4 @@
-//! `facegate eval pad`: the PAD gate on real presentation attacks and bona fide captures,
+//! `facegate-tools eval pad`: the PAD gate on real presentation attacks and bona fide captures,
 //! in ISO/IEC 30107-3 terms. The data folder's `index.csv` has `path,label,source` with
 //! `label` `attack` or `bona_fide` (as shared/data/pad).
 //!

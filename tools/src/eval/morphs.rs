@@ -1,4 +1,4 @@
-//! `facegate eval morphs`: the morph defence as an attacker meets it. Contributor A is
+//! `facegate-tools eval morphs`: the morph defence as an attacker meets it. Contributor A is
 //! enrolled (with another photo of A than the one the morph is made from); the attacker B,
 //! A's closest lookalike among the others, enrols the morph of A's and B's photos as a new
 //! subject. What stops it: the MAD gate, any other enrol gate, the identity-collision check

@@ -1,4 +1,4 @@
-//! `facegate bench gallery`: the gallery at scale without the image pipeline. Synthetic
+//! `facegate-tools bench gallery`: the gallery at scale without the image pipeline. Synthetic
 //! unit templates (seeded), durable inserts through the partition actor with many
 //! writers in flight, start-up time and resident memory per template after a reload, and
 //! search latency and rank-1 on mated probes (a template plus noise, cosine ~0.5 to its
@@ -176,7 +176,7 @@ fn gallery(
 
         let g = GalleryDirectory::open(base.clone(), DIM)?;
         let start = Instant::now();
-        insert(&g, templates, writers).await?;
+        insert(&g, "bench", templates, writers, MODEL).await?;
         let secs = start.elapsed().as_secs_f64();
         println!("insert: {:.0} durable templates/s ({templates} in {secs:.1} s, {writers} writers in flight, SQLite WAL synchronous=FULL, one fsync per batch)", templates as f64 / secs);
         g.close().await;
@@ -245,15 +245,15 @@ fn subject(i: usize) -> String {
     format!("s{i:08}")
 }
 
-async fn insert(g: &Arc<GalleryDirectory>, n: usize, writers: usize) -> Result<(), AnyError> {
+async fn insert(g: &Arc<GalleryDirectory>, partition: &str, n: usize, writers: usize, model: &str) -> Result<(), AnyError> {
     let writers = writers.clamp(1, n.max(1));
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let g = g.clone();
+            let (g, partition, model) = (g.clone(), partition.to_string(), model.to_string());
             actix_web::rt::spawn(async move {
                 let mut i = w;
                 while i < n {
-                    g.enrol("bench", &subject(i), template(i), MODEL, 0.9)
+                    g.enrol(&partition, &subject(i), template(i), &model, 0.9)
                         .await
                         .map_err(|e| e.to_string())?;
                     i += writers;
@@ -320,7 +320,7 @@ fn mated_probe(i: usize, q: u64) -> Vec<f32> {
 }
 
 fn rss_bytes() -> u64 {
-    crate::procfs::bytes("/proc/self/status", "VmRSS").unwrap_or(0)
+    facegate::procfs::bytes("/proc/self/status", "VmRSS").unwrap_or(0)
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {
@@ -329,31 +329,26 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Seeds through the partition actor, as enrolments do (durable batched commits), so the
+/// store's layout stays the gallery's business.
 fn seed(data_dir: &std::path::Path, partition: &str, n: usize, model_id: &str) -> Result<(), AnyError> {
     facegate_actors::names::validate_partition(partition)?;
-    let dir = data_dir.join(partition);
-    std::fs::create_dir_all(&dir)?;
-    let mut store = facegate_actors::gallery::store::Store::open(&dir, 10)?;
-    let start = Instant::now();
-    let mut i = 0;
-    while i < n {
-        let batch: Vec<_> = (i..(i + 5000).min(n))
-            .map(|k| facegate_actors::gallery::store::Write::Enrol {
-                subject: subject(k),
-                vector: template(k),
-                model_id: model_id.into(),
-                quality: 0.9,
-            })
-            .collect();
-        i += batch.len();
-        store.apply(&batch)?;
-    }
-    println!(
-        "seeded {n} synthetic templates of {model_id} into {} in {:.1} s",
-        dir.display(),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let cfg = GalleryConfig {
+        data_dir: data_dir.to_path_buf(),
+        ..GalleryConfig::default()
+    };
+    actix_web::rt::System::new().block_on(async move {
+        let g = GalleryDirectory::open(cfg, DIM)?;
+        let start = Instant::now();
+        insert(&g, partition, n, 256, model_id).await?;
+        g.close().await;
+        println!(
+            "seeded {n} synthetic templates of {model_id} into {} in {:.1} s",
+            data_dir.join(partition).display(),
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })
 }
 
 struct Sample {

@@ -1,4 +1,4 @@
-//! `facegate eval mad`: the enrol gate's morphing-attack detector on bona fide photos and
+//! `facegate-tools eval mad`: the enrol gate's morphing-attack detector on bona fide photos and
 //! morphs, in ISO/IEC 30107-3 terms. A morph is an attack presentation: APCER is the share
 //! of morphs the gate lets through, BPCER the share of bona fide photos it refuses.
 

@@ -1,4 +1,4 @@
-//! `facegate eval`: the real pipeline measured on real photos.
+//! `facegate-tools eval`: the real pipeline measured on real photos.
 //!
 //! * `eval lfw --data DIR`: every photo through the enrol, verify and search paths: FTE,
 //!   FTA, FNMR at FMR, LFW View 2 accuracy, open-set FNIR at FPIR, each gate's bona fide

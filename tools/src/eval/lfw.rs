@@ -1,4 +1,4 @@
-//! `facegate eval lfw`: every photo through the code path of the endpoints, as a user
+//! `facegate-tools eval lfw`: every photo through the code path of the endpoints, as a user
 //! sends it, and the figures of ISO/IEC 19795-1 and NIST FRTE counted on that path.
 //!
 //! Each photo's bytes go through `Pipeline::analyze` with `Purpose::Enrol` (what
@@ -781,7 +781,7 @@ fn write_images(path: &Path, photos: &[Photo], seen: &[Seen], worst: &[Option<f3
 fn write_calibration(path: &Path, cfg: &Config, c: &Comparisons) -> Result<(), AnyError> {
     let (g, i) = (c.genuine().len(), c.impostor().len());
     let mut out = format!(
-        "# {} calibration: cosine score -> FMR and FNMR, measured by `facegate eval lfw` on LFW View 2 folds 1-5\n\
+        "# {} calibration: cosine score -> FMR and FNMR, measured by `facegate-tools eval lfw` on LFW View 2 folds 1-5\n\
          # ({g} genuine, {i} impostor comparisons: every ordered cross-identity pair of photos that passed the\n\
          # enrol and verify gates). FMR below about 10/{i} rests on fewer than ten impostor scores.\n\
          score,fmr,fnmr,impostors_at_or_above\n",

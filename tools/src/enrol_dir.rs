@@ -1,4 +1,4 @@
-//! `facegate enrol-dir DIR --partition P`: enrol every image of a folder through a running
+//! `facegate-tools enrol-dir DIR --partition P`: enrol every image of a folder through a running
 //! server, several requests in flight, with a progress bar, a summary of accepted and
 //! rejected images by reason, and a JSON-lines report of the rejects.
 //!

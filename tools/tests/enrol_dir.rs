@@ -1,4 +1,4 @@
-//! `facegate enrol-dir` against a real server on a loopback port: a folder with good
+//! `facegate-tools enrol-dir` against a real server on a loopback port: a folder with good
 //! photos, a photo without a face and a file that is not an image; then a second run.
 
 use std::path::{Path, PathBuf};
@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use actix_web::{middleware, web, App, HttpServer};
 use facegate::app::{self, AppState};
 use facegate::config::Config;
-use facegate::enrol_dir::{self, EnrolDir, SubjectFrom};
+use facegate_tools::enrol_dir::{self, EnrolDir, SubjectFrom};
 
 fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/testdata").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/testdata").join(name)
 }
 
 fn copy(name: &str, to: &Path) {
