@@ -105,11 +105,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(routes::not_found));
 }
 
-/// A path taking one method; any other gets 405 naming it.
+/// A path taking one method; any other gets 405 naming it. The handler's first argument
+/// must say who may call it (`auth::Guarded`): a route without one does not compile.
 fn resource<F, Args>(path: &'static str, method: actix_web::http::Method, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
+    Args: actix_web::FromRequest + crate::auth::Guarded + 'static,
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)

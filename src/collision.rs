@@ -21,7 +21,7 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-identity-collision");
 /// is stored), the collision to report for a flagged one.
 pub async fn screen(
     state: &AppState,
-    caller: &Caller<'_>,
+    caller: &Caller,
     partition: &str,
     subject: &str,
     face: &FaceTemplate,
@@ -109,7 +109,7 @@ impl Collision {
 pub async fn check(
     cfg: &CollisionConfig,
     gallery: &GalleryDirectory,
-    caller: &Caller<'_>,
+    caller: &Caller,
     partition: &str,
     subject: &str,
     vector: &[f32],

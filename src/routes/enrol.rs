@@ -1,14 +1,25 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use facegate_models::Purpose;
 
-use crate::{app::AppState, collision, config::Right, error::ApiError, xml};
+use crate::{
+    app::AppState,
+    auth::{Authed, Enrol},
+    collision,
+    error::ApiError,
+    xml,
+};
 
 /// POST /api/v1/enrol: answered only once the template is durable. A face that matches
 /// another subject is refused or flagged first, as `collision` configures.
-pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let (started, partition, subject, image) = super::subject_photo(&state, &req, payload, Right::Enrol).await?;
+pub async fn handle(
+    caller: Authed<Enrol>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (started, partition, subject, image) = super::subject_photo(&state, caller, &req, payload).await?;
     let face = state.analyze(image, Purpose::Enrol).await?;
-    let flagged = collision::screen(&state, &started.caller, &partition, &subject, &face).await?;
+    let flagged = collision::screen(&state, &started.caller.caller, &partition, &subject, &face).await?;
     state
         .gallery
         .enrol(&partition, &subject, face.vector, &face.model_id, face.quality)

@@ -1,7 +1,7 @@
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::{app::AppState, config::Right};
+use crate::{app::AppState, auth::Optional, config::Right};
 
 /// GET /api/v1/health: each component from a real probe (a forward pass of every model,
 /// a FAISS search, a write to the data directory). 503 if any required one fails. MAD is
@@ -10,7 +10,7 @@ use crate::{app::AppState, config::Right};
 /// Anyone (load balancers, probes) gets the seed's body: status and components, nothing
 /// about tenants. A key with the admin right also gets the detail: the partitions it may
 /// see with their status, the runtime and the MAD model.
-pub async fn handle(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> HttpResponse {
     let models = state.pool.health().await;
     let gallery = state.gallery.clone();
     let data_dir = state.cfg.gallery.data_dir.clone();
@@ -18,7 +18,7 @@ pub async fn handle(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
         .await
         .unwrap_or((false, false));
     let healthy = faiss && storage && models.detection && models.recognition && models.quality && models.pad;
-    let admin = state.keys.caller(&req).ok().filter(|c| c.has(Right::Admin));
+    let admin = caller.filter(|c| c.has(Right::Admin));
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "components": {

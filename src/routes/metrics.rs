@@ -1,13 +1,13 @@
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use crate::{app::AppState, config::Right, error::ApiError};
+use crate::{
+    app::AppState,
+    auth::{Admin, Authed},
+    error::ApiError,
+};
 
 /// GET /metrics: Prometheus text; needs the admin right when keys are configured.
-pub async fn handle(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = state.keys.caller(&req)?;
-    if !caller.has(Right::Admin) {
-        return Err(ApiError::Forbidden("metrics need a key with the admin right".into()));
-    }
+pub async fn handle(_: Authed<Admin>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     for p in state.gallery.info() {
         if let Some(n) = p.subjects {
             state.metrics.subjects.with_label_values(&[p.name.as_str()]).set(n as i64);

@@ -16,7 +16,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use facegate_actors::names;
 use serde::{de::DeserializeOwned, Deserialize};
 
-use crate::{app::AppState, auth::Caller, body, config::Right, error::ApiError, intake};
+use crate::{
+    app::AppState,
+    auth::{Authed, Needs},
+    body,
+    error::ApiError,
+    intake,
+};
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into()))
@@ -57,31 +63,31 @@ struct PartitionParam {
     partition: Option<String>,
 }
 
-/// A body-carrying request past the checks that need no body, cheapest first: the key
-/// (401), the partition of the query and the key's rights on it (400, 403), room in the
-/// pipeline when the route needs it (503), then the body within its budget and deadline
-/// (413, 503, 408). Nothing of the body has been parsed yet.
-pub struct Started<'a> {
-    pub caller: Caller<'a>,
+/// A body-carrying request past the checks that need no body, cheapest first: the key and
+/// its right (401, 403: the handler's `Authed` argument), the partition of the query and
+/// the key's rights on it (400, 403), room in the pipeline when the route needs it (503),
+/// then the body within its budget and deadline (413, 503, 408). Nothing of the body has
+/// been parsed yet.
+pub struct Started<'a, R: Needs> {
+    pub caller: Authed<R>,
     query_partition: Option<String>,
     body: intake::Body<'a>,
 }
 
-pub async fn start<'a>(
+pub async fn start<'a, R: Needs>(
     state: &'a AppState,
+    caller: Authed<R>,
     req: &HttpRequest,
     payload: web::Payload,
-    right: Right,
     pipeline: bool,
-) -> Result<Started<'a>, ApiError> {
-    let caller = state.keys.caller(req)?;
+) -> Result<Started<'a, R>, ApiError> {
     let query = web::Query::<PartitionParam>::from_query(req.query_string())
         .map_err(|e| ApiError::InvalidRequest(format!("bad query string: {e}")))?
         .into_inner()
         .partition;
     if let Some(p) = &query {
         names::validate_partition(p)?;
-        caller.require(p, right)?;
+        caller.require(p)?;
     }
     let server = &state.cfg.server;
     let admitted = async {
@@ -115,7 +121,7 @@ pub async fn start<'a>(
     })
 }
 
-impl Started<'_> {
+impl<R: Needs> Started<'_, R> {
     /// The JSON body, naming what is wrong (missing field, wrong type, where).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         body::json(&self.body.bytes)
@@ -123,7 +129,7 @@ impl Started<'_> {
 
     /// The partition from the query and the body (which must agree when both name one),
     /// "default" when neither does, checked against the key's rights.
-    pub fn partition(&self, in_body: Option<String>, right: Right) -> Result<String, ApiError> {
+    pub fn partition(&self, in_body: Option<String>) -> Result<String, ApiError> {
         let p = match (&self.query_partition, in_body) {
             (Some(q), Some(b)) if *q != b => {
                 return Err(ApiError::InvalidRequest(format!(
@@ -135,24 +141,24 @@ impl Started<'_> {
             (None, None) => default_partition(),
         };
         names::validate_partition(&p)?;
-        self.caller.require(&p, right)?;
+        self.caller.require(&p)?;
         Ok(p)
     }
 }
 
 /// Read a `SubjectPhoto` and its image bytes, checking in the order that costs least: the
-/// key (401), the query's partition (403), room in the pipeline (503), the body, the
+/// key and its right (401, 403), the query's partition (403), room in the pipeline (503), the body, the
 /// JSON and names (400), the key's rights on the partition (403), base64.
-pub async fn subject_photo<'a>(
+pub async fn subject_photo<'a, R: Needs>(
     state: &'a AppState,
+    caller: Authed<R>,
     req: &HttpRequest,
     payload: web::Payload,
-    right: Right,
-) -> Result<(Started<'a>, String, String, Vec<u8>), ApiError> {
-    let started = start(state, req, payload, right, true).await?;
+) -> Result<(Started<'a, R>, String, String, Vec<u8>), ApiError> {
+    let started = start(state, caller, req, payload, true).await?;
     let r: SubjectPhoto = started.json()?;
     names::validate_subject(&r.subject_id)?;
-    let partition = started.partition(r.partition, right)?;
+    let partition = started.partition(r.partition)?;
     let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
     Ok((started, partition, r.subject_id, image))
 }

@@ -2,7 +2,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use facegate_models::Purpose;
 use serde::Deserialize;
 
-use crate::{app::AppState, body, config::Right, error::ApiError, xml};
+use crate::{
+    app::AppState,
+    auth::{Authed, Search},
+    body,
+    error::ApiError,
+    xml,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,10 +20,15 @@ struct SearchRequest {
 }
 
 /// POST /api/v1/search: 1:N.
-pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let started = super::start(&state, &req, payload, Right::Search, true).await?;
+pub async fn handle(
+    caller: Authed<Search>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = super::start(&state, caller, &req, payload, true).await?;
     let r: SearchRequest = started.json()?;
-    let partition = started.partition(r.partition, Right::Search)?;
+    let partition = started.partition(r.partition)?;
     let top_k = body::top_k(r.top_k, state.cfg.server.default_top_k, state.cfg.server.max_top_k)?;
     let min_score = body::min_score(r.min_score)?;
     let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;

@@ -1,13 +1,16 @@
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use facegate_actors::PartitionStatus;
 use serde_json::json;
 
-use crate::{app::AppState, error::ApiError};
+use crate::{
+    app::AppState,
+    auth::{AnyKey, Authed},
+    error::ApiError,
+};
 
 /// GET /api/v1/stats: subjects per partition the caller may see; partitions that are
 /// restarting are listed under `degraded` instead of being counted.
-pub async fn handle(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = state.keys.caller(&req)?;
+pub async fn handle(Authed { caller, .. }: Authed<AnyKey>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut total = 0;
     let mut partitions = serde_json::Map::new();
     let mut degraded = Vec::new();

@@ -1,11 +1,21 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use facegate_models::Purpose;
 
-use crate::{app::AppState, config::Right, error::ApiError, xml};
+use crate::{
+    app::AppState,
+    auth::{Authed, Search},
+    error::ApiError,
+    xml,
+};
 
 /// POST /api/v1/verify: 1:1 against the subject's best template.
-pub async fn handle(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let (_held, partition, subject, image) = super::subject_photo(&state, &req, payload, Right::Search).await?;
+pub async fn handle(
+    caller: Authed<Search>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (_held, partition, subject, image) = super::subject_photo(&state, caller, &req, payload).await?;
     // An unknown subject costs no pipeline run.
     if !state.gallery.contains(&partition, &subject)? {
         return Err(ApiError::NotFound(format!("subject {subject:?} not found")));
