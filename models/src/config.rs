@@ -15,6 +15,10 @@ pub struct PipelineConfig {
     pub models_dir: PathBuf,
     /// ONNX Runtime intra-op threads per session.
     pub intra_threads: usize,
+    /// Decode a large JPEG at 1/2, 1/4 or 1/8 of its size (in the DCT domain) when the
+    /// detector's input and the subject's face crops keep their full resolution; the face
+    /// is cut from a finer decode when it needs one. false: always the full size.
+    pub scaled_jpeg: bool,
     pub limits: ImageLimits,
     pub detector: DetectorConfig,
     pub subject: SubjectConfig,
@@ -197,6 +201,7 @@ impl Default for PipelineConfig {
         Self {
             models_dir: PathBuf::from("models/files"),
             intra_threads: 1,
+            scaled_jpeg: true,
             limits: ImageLimits::default(),
             detector: DetectorConfig::default(),
             subject: SubjectConfig::default(),

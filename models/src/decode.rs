@@ -50,6 +50,24 @@ const FORMATS: &[ImageFormat] = &[
 /// costs a large decode. PNG metadata (ICC profiles, text, EXIF: compressed chunks that
 /// can inflate a thousandfold) is dropped unread; no gate uses colour management.
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeError> {
+    decode_scaled(bytes, limits, Scale::Full).map(|(image, _)| image)
+}
+
+/// How small a JPEG may be decoded. libjpeg-turbo scales in the DCT domain: the entropy
+/// decoding is the same, the inverse transforms, colour conversion and every later resize
+/// work on a fraction of the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Full,
+    /// The largest divisor of 8, 4, 2 that keeps the longer side at least this long.
+    Fit(u32),
+    /// Exactly this divisor (1, 2, 4 or 8).
+    Divide(u32),
+}
+
+/// As [`decode`], a JPEG at the given scale; every other format at full size. Returns the
+/// image and the divisor it was decoded at.
+pub fn decode_scaled(bytes: &[u8], limits: &ImageLimits, scale: Scale) -> Result<(RgbImage, u32), DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -60,9 +78,9 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
         });
     }
     match image::guess_format(bytes) {
-        Ok(ImageFormat::Jpeg) => jpeg::decode(bytes, limits),
-        Ok(ImageFormat::Png) => other(&png::prepare(bytes, limits)?, ImageFormat::Png, limits),
-        Ok(f) if FORMATS.contains(&f) => other(bytes, f, limits),
+        Ok(ImageFormat::Jpeg) => jpeg::decode(bytes, limits, scale),
+        Ok(ImageFormat::Png) => other(&png::prepare(bytes, limits)?, ImageFormat::Png, limits).map(|i| (i, 1)),
+        Ok(f) if FORMATS.contains(&f) => other(bytes, f, limits).map(|i| (i, 1)),
         _ => Err(DecodeError::UnsupportedFormat),
     }
 }
@@ -286,6 +304,49 @@ mod tests {
             "EXIF orientation 6 is applied"
         );
         assert_eq!(rotated.get_pixel(upright.height() - 1, 0), upright.get_pixel(0, 0));
+    }
+
+    /// At 1/2, 1/4 and 1/8 every kind of JPEG is the same picture, smaller (EXIF
+    /// orientation, CMYK and progressive included); `Fit` picks the largest divisor that
+    /// keeps the longer side; other formats are always decoded whole.
+    #[test]
+    fn a_scaled_decode_is_the_picture_at_a_fraction_of_its_size() {
+        let limits = ImageLimits::default();
+        for kind in ["baseline", "progressive", "restart", "grey", "cmyk", "rotated"] {
+            let bytes = jpeg(kind);
+            let full = decode(&bytes, &limits).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let want = mean(&full);
+            for d in [2, 4, 8] {
+                let (img, got) = decode_scaled(&bytes, &limits, Scale::Divide(d)).unwrap_or_else(|e| panic!("{kind} 1/{d}: {e}"));
+                assert_eq!(got, d);
+                assert_eq!(
+                    img.dimensions(),
+                    (full.width().div_ceil(d), full.height().div_ceil(d)),
+                    "{kind} 1/{d}"
+                );
+                let m = mean(&img);
+                for c in 0..3 {
+                    assert!((m[c] - want[c]).abs() < 3.0, "{kind} 1/{d}: mean {m:?} against {want:?}");
+                }
+            }
+        }
+        let bytes = jpeg("baseline");
+        let full = decode(&bytes, &limits).unwrap_or_else(|e| panic!("{e}"));
+        let side = full.width().max(full.height());
+        let divisor = |min_side| decode_scaled(&bytes, &limits, Scale::Fit(min_side)).map(|(_, d)| d).ok();
+        assert_eq!(divisor(side), Some(1));
+        assert_eq!(divisor(side / 2), Some(2));
+        assert_eq!(divisor(side / 8), Some(8));
+        assert!(decode_scaled(&bytes, &limits, Scale::Divide(3)).is_err());
+        let png = png(64, 48, image::ExtendedColorType::Rgb8);
+        assert_eq!(
+            decode_scaled(&png, &limits, Scale::Fit(8)).map(|(i, d)| (i.dimensions(), d)).ok(),
+            Some(((64, 48), 1))
+        );
+        // The structure checks come first at any scale: a cut file with a forged end.
+        let mut cut = bytes[..bytes.len() * 2 / 3].to_vec();
+        cut.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(decode_scaled(&cut, &limits, Scale::Divide(8)).is_err());
     }
 
     /// A JPEG cut anywhere and given a forged end-of-image marker is refused, as is the cut

@@ -27,6 +27,15 @@ impl Face {
     pub fn size(&self) -> f32 {
         (self.width().max(0.0) * self.height().max(0.0)).sqrt()
     }
+
+    /// The same face in an image `factor` times as large.
+    pub fn scaled(&self, factor: f32) -> Face {
+        Face {
+            bbox: self.bbox.map(|v| v * factor),
+            score: self.score,
+            landmarks: self.landmarks.map(|[x, y]| [x * factor, y * factor]),
+        }
+    }
 }
 
 pub trait FaceDetector: Send {

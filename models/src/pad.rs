@@ -27,12 +27,13 @@ pub struct OnnxPad {
     cfg: PadConfig,
 }
 
-const SIZE: usize = 128;
+/// The side of the crop the PAD net reads.
+pub const INPUT_SIZE: usize = 128;
 
 impl OnnxPad {
     pub fn load(path: &std::path::Path, cfg: &PadConfig, intra_threads: usize) -> Result<Self, ModelError> {
         let session = runtime::session(path, intra_threads)?;
-        runtime::expect_input(&session, "pad", &[1, 3, SIZE as i64, SIZE as i64])?;
+        runtime::expect_input(&session, "pad", &[1, 3, INPUT_SIZE as i64, INPUT_SIZE as i64])?;
         Ok(Self { session, cfg: cfg.clone() })
     }
 }
@@ -98,11 +99,11 @@ fn crop_window(w: u32, h: u32, face: &Face, scale: f32) -> (u32, u32, u32, u32) 
 fn crop_tensor(image: &RgbImage, face: &Face, scale: f32) -> Array4<f32> {
     let (w, h) = image.dimensions();
     let (x0, y0, cw, ch) = crop_window(w, h, face, scale);
-    let (sx, sy) = (cw as f32 / SIZE as f32, ch as f32 / SIZE as f32);
-    let mut t = Array4::<f32>::zeros((1, 3, SIZE, SIZE));
-    for j in 0..SIZE {
+    let (sx, sy) = (cw as f32 / INPUT_SIZE as f32, ch as f32 / INPUT_SIZE as f32);
+    let mut t = Array4::<f32>::zeros((1, 3, INPUT_SIZE, INPUT_SIZE));
+    for j in 0..INPUT_SIZE {
         let y = ((j as f32 + 0.5) * sy - 0.5).clamp(0.0, (ch - 1) as f32) + y0 as f32;
-        for i in 0..SIZE {
+        for i in 0..INPUT_SIZE {
             let x = ((i as f32 + 0.5) * sx - 0.5).clamp(0.0, (cw - 1) as f32) + x0 as f32;
             let p = crate::align::bilinear(image, x, y);
             t[[0, 0, j, i]] = f32::from(p[2]);

@@ -9,11 +9,12 @@ use image::RgbImage;
 use crate::{
     align::{self, AlignedFace},
     config::PipelineConfig,
-    decode::{self, DecodeError},
+    decode::DecodeError,
     detect::{Face, FaceDetector, RetinaFace},
     mad::{MadGate, OnnxMad, RecognizerSource},
     manifest::{self, Manifest, VerifiedFile},
     pad::{OnnxPad, PresentationAttackDetector},
+    photo::{FaceNeeds, Photo},
     quality::{OnnxQuality, QualityAssessor, QualityReport},
     recognize::{OnnxRecognizer, Recognizer},
     subject::{self, Competitor, Ranked},
@@ -292,9 +293,10 @@ impl Pipeline {
     /// Analyse an encoded image.
     pub fn analyze(&mut self, bytes: &[u8], purpose: Purpose) -> Result<Analysis, ModelError> {
         let mut timings = StageTimings::default();
-        let decoded = timings.time(Stage::Decode, || decode::decode(bytes, &self.cfg.limits));
+        let fit = self.cfg.scaled_jpeg.then_some(self.cfg.detector.max_side);
+        let decoded = timings.time(Stage::Decode, || Photo::decode(bytes, &self.cfg.limits, fit));
         match decoded {
-            Ok(image) => self.analyze_image_timed(&image, purpose, timings),
+            Ok(photo) => self.analyze_photo(photo, purpose, timings),
             Err(e) => Ok(Analysis {
                 outcome: Err(Rejection::DecodeFailed(e)),
                 timings,
@@ -305,13 +307,23 @@ impl Pipeline {
 
     /// Analyse decoded pixels (the evaluation command decodes once and reuses them).
     pub fn analyze_image(&mut self, image: &RgbImage, purpose: Purpose) -> Result<Analysis, ModelError> {
-        self.analyze_image_timed(image, purpose, StageTimings::default())
+        self.analyze_photo(Photo::pixels(image), purpose, StageTimings::default())
     }
 
-    fn analyze_image_timed(&mut self, image: &RgbImage, purpose: Purpose, mut timings: StageTimings) -> Result<Analysis, ModelError> {
+    fn analyze_photo(&mut self, mut photo: Photo<'_>, purpose: Purpose, mut timings: StageTimings) -> Result<Analysis, ModelError> {
         let mut scores = Scores::default();
-        let outcome = self.gates(image, purpose, &mut timings, &mut scores)?;
+        let outcome = self.gates(&mut photo, purpose, &mut timings, &mut scores)?;
         Ok(Analysis { outcome, timings, scores })
+    }
+
+    /// How large the subject's face must be, in decoded pixels, for every crop to be cut
+    /// at full resolution: the recognizer's template eye distance, the quality net's box.
+    fn face_needs(&self) -> FaceNeeds {
+        let [l, r] = [self.cfg.recognizer.template[0], self.cfg.recognizer.template[1]];
+        FaceNeeds {
+            eye_distance: ((l[0] - r[0]).powi(2) + (l[1] - r[1]).powi(2)).sqrt(),
+            box_side: crate::quality::NET_SIZE as f32,
+        }
     }
 
     /// The subject's face (the most prominent, `subject.rs`), if any face was detected.
@@ -402,29 +414,42 @@ impl Pipeline {
         }))
     }
 
-    /// The gates in order, each measured score written to `seen` as it is known; the outer
-    /// error is the service's, the inner the image's.
+    /// The gates in order, each measured score written to `seen` as it is known (faces in
+    /// the file's pixels, whatever size it was decoded at); the outer error is the
+    /// service's, the inner the image's.
     fn gates(
         &mut self,
-        image: &RgbImage,
+        photo: &mut Photo<'_>,
         purpose: Purpose,
         t: &mut StageTimings,
         seen: &mut Scores,
     ) -> Result<Result<FaceTemplate, Rejection>, ModelError> {
-        let detected = t.time(Stage::Detect, || self.detector.detect(image))?;
-        seen.faces = subject::rank(&detected, image.width(), image.height(), &self.cfg.subject);
-        let Some(face) = seen.faces.first().map(|r| r.face.clone()) else {
+        let detected = t.time(Stage::Detect, || self.detector.detect(photo.image()))?;
+        let (w, h) = photo.image().dimensions();
+        let ranked = subject::rank(&detected, w, h, &self.cfg.subject);
+        let to_file = photo.divisor() as f32;
+        seen.faces = ranked.iter().map(|r| r.scaled(to_file)).collect();
+        let Some(face) = ranked.into_iter().next().map(|r| r.face) else {
             return Ok(Err(Rejection::NoFace));
         };
         if purpose == Purpose::Enrol {
             let competitors = subject::competitors(&seen.faces, &self.cfg.subject);
             if !competitors.is_empty() {
                 return Ok(Err(Rejection::AmbiguousSubject {
-                    subject: subject::pixel_box(&face),
+                    subject: subject::pixel_box(&face.scaled(to_file)),
                     competitors,
                 }));
             }
         }
+        let face = match photo.finer_for(&face, self.face_needs()) {
+            None => face,
+            Some(divisor) => match t.time(Stage::Decode, || photo.decode_finer(divisor, &face, &self.cfg.limits)) {
+                Ok(face) => face,
+                Err(e) => return Ok(Err(Rejection::DecodeFailed(e))),
+            },
+        };
+        let to_file = photo.divisor() as f32;
+        let image = photo.image();
         let rc = &self.cfg.recognizer;
         let Some(aligned): Option<AlignedFace> = t.time(Stage::Align, || align::align(image, &face.landmarks, &rc.template, rc.input_size))
         else {
@@ -484,7 +509,7 @@ impl Pipeline {
             quality: report.score,
             pad: live,
             mad: seen.mad,
-            face,
+            face: face.scaled(to_file),
         }))
     }
 }

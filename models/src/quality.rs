@@ -45,7 +45,8 @@ pub struct OnnxQuality {
     session: Session,
 }
 
-const NET_SIZE: u32 = 128;
+/// The side of the face-box crop the net reads.
+pub const NET_SIZE: u32 = 128;
 
 impl OnnxQuality {
     pub fn load(path: &std::path::Path, intra_threads: usize) -> Result<Self, ModelError> {

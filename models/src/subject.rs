@@ -34,6 +34,16 @@ impl std::fmt::Display for Competitor {
     }
 }
 
+impl Ranked {
+    /// The same ranking in an image `factor` times as large.
+    pub fn scaled(&self, factor: f32) -> Ranked {
+        Ranked {
+            face: self.face.scaled(factor),
+            prominence: self.prominence * factor,
+        }
+    }
+}
+
 /// Whole-pixel x, y, width, height of a face box.
 pub fn pixel_box(face: &Face) -> [i32; 4] {
     let [x1, y1, x2, y2] = face.bbox;

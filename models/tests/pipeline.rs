@@ -331,3 +331,60 @@ fn the_enrolment_template_is_the_recognizers_own() {
     let cosine = cosine(&enrol, &search);
     assert!(cosine > 0.99999, "enrol and search templates differ: cosine {cosine}");
 }
+
+/// A large JPEG is decoded at a fraction of its size for the detector, and the subject's
+/// face is cut from a finer decode when it is too small at that fraction: the template is
+/// the full decode's either way.
+#[test]
+fn a_large_jpeg_decoded_at_a_fraction_gives_the_full_decodes_template() {
+    let mut scaled = pipeline();
+    let cfg = PipelineConfig {
+        models_dir: root().join("files"),
+        scaled_jpeg: false,
+        ..PipelineConfig::default()
+    };
+    let mut full = Pipeline::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let photo = rgb("obama.jpg");
+    // The same face, large in a frame twice the photo's size (decoded at 1/2), and small
+    // in a corner of a 4000x3000 frame (decoded at 1/4 for the detector).
+    let resized = |f: u32, d: u32| {
+        image::imageops::resize(
+            &photo,
+            photo.width() * f / d,
+            photo.height() * f / d,
+            image::imageops::FilterType::Triangle,
+        )
+    };
+    let (portrait, small) = (resized(2, 1), resized(1, 1));
+    let mut wide = image::RgbImage::from_pixel(4000, 3000, image::Rgb([90, 110, 100]));
+    image::imageops::replace(&mut wide, &small, 200, 150);
+    for (name, img) in [("portrait", portrait), ("small face in a wide frame", wide)] {
+        let mut jpeg = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = scaled.analyze(&jpeg, Purpose::Search).unwrap_or_else(|e| panic!("{e}"));
+        let b = full.analyze(&jpeg, Purpose::Search).unwrap_or_else(|e| panic!("{e}"));
+        let decodes = a.timings.0.iter().filter(|(s, _)| s.name() == "decode").count();
+        let (a, b) = match (a.outcome, b.outcome) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => panic!("{name}: {a:?} / {b:?}"),
+        };
+        let size = b.face.size();
+        for (x, y) in a.face.bbox.iter().zip(&b.face.bbox) {
+            assert!((x - y).abs() < 0.05 * size, "{name}: {:?} against {:?}", a.face.bbox, b.face.bbox);
+        }
+        let c = cosine(&a.vector, &b.vector);
+        assert!(c > 0.95, "{name}: cosine {c} to the full decode's template");
+        assert!(
+            (a.quality - b.quality).abs() < 0.1,
+            "{name}: quality {} against {}",
+            a.quality,
+            b.quality
+        );
+        if name == "portrait" {
+            assert_eq!(decodes, 1, "a face large at the fraction needs no second decode");
+        } else {
+            assert_eq!(decodes, 2, "a face small at the fraction is cut from a finer decode");
+        }
+    }
+}

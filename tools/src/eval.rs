@@ -9,17 +9,15 @@
 //!   ISO/IEC 30107-3 terms (`eval/pad.rs`).
 //! * `eval mad --data DIR`: the MAD gate's D-EER, APCER and BPCER on bona fide photos and
 //!   morphs, per source (`eval/mad.rs`).
-//! * `eval speed [--image FILE]`: per-stage latency with one worker, throughput with one
-//!   worker per core, on a 640x480 JPEG.
+//! * `eval speed [--photos FILE|DIR ...]`: per photo set, per-stage latency with one
+//!   worker, throughput with one worker per core, and the floor: what decoding and the
+//!   models alone cost (`eval/speed.rs`).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use facegate_models::{runtime, Pipeline, PipelineConfig, Purpose};
+use facegate_models::{runtime, Pipeline, PipelineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -30,6 +28,7 @@ mod morphs;
 mod pad;
 mod plot;
 pub(crate) mod rates;
+mod speed;
 
 pub(crate) use rates::percentile;
 
@@ -43,14 +42,8 @@ pub enum EvalSet {
     Morphs(morphs::MorphArgs),
     /// The MAD gate on bona fide photos and morphs (ISO/IEC 30107-3 rates).
     Mad(mad::MadArgs),
-    /// Pipeline latency and throughput on one photo.
-    Speed {
-        /// A face photo; default: the registry test photo obama.jpg resized to 640x480.
-        #[arg(long)]
-        image: Option<PathBuf>,
-        #[arg(long, default_value_t = 200)]
-        runs: usize,
-    },
+    /// Pipeline latency per stage, throughput, and the models' floor, per photo set.
+    Speed(speed::SpeedArgs),
 }
 
 pub(crate) type AnyError = Box<dyn std::error::Error>;
@@ -72,7 +65,7 @@ pub fn run(cfg: &Config, set: EvalSet) -> Result<(), AnyError> {
         EvalSet::Pad(args) => pad::run(cfg, args),
         EvalSet::Morphs(args) => morphs::run(cfg, args),
         EvalSet::Mad(args) => mad::run(cfg, args),
-        EvalSet::Speed { image, runs } => speed(cfg, image.as_deref(), runs),
+        EvalSet::Speed(args) => speed::run(cfg, args),
     }
 }
 
@@ -130,64 +123,4 @@ pub(crate) fn parallel<T: Sync, R: Send>(
         .into_iter()
         .flatten()
         .collect())
-}
-
-fn default_photo() -> Result<Vec<u8>, AnyError> {
-    let path = crate::config::resolve(Path::new("models/testdata/obama.jpg"));
-    let img = image::load_from_memory(&std::fs::read(&path).map_err(|e| format!("{}: {e}; run python3 models/fetch.py", path.display()))?)?;
-    let img = img.resize_exact(640, 480, image::imageops::FilterType::Triangle).to_rgb8();
-    let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)?;
-    Ok(out)
-}
-
-fn speed(cfg: &Config, image: Option<&Path>, runs: usize) -> Result<(), AnyError> {
-    let bytes = match image {
-        Some(p) => std::fs::read(p)?,
-        None => default_photo()?,
-    };
-    let runs = runs.max(10);
-    // One worker: latency per stage.
-    let mut p = Pipeline::load(&cfg.pipeline)?;
-    for _ in 0..5 {
-        p.analyze(&bytes, Purpose::Enrol)?;
-    }
-    let mut per_stage: HashMap<&'static str, Vec<Duration>> = HashMap::new();
-    let mut totals = Vec::new();
-    for _ in 0..runs {
-        let a = p.analyze(&bytes, Purpose::Enrol)?;
-        if let Err(r) = &a.outcome {
-            return Err(format!("the photo was refused: {r}").into());
-        }
-        for (s, d) in &a.timings.0 {
-            per_stage.entry(s.name()).or_default().push(*d);
-        }
-        totals.push(a.timings.total());
-    }
-    let ms = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2].as_secs_f64() * 1e3
-    };
-    println!("one worker, {runs} runs, {} bytes JPEG:", bytes.len());
-    for s in facegate_models::pipeline::Stage::ALL {
-        if let Some(v) = per_stage.get_mut(s.name()) {
-            println!("  {:<8} p50 {:>7.2} ms", s.name(), ms(v));
-        }
-    }
-    println!("  total    p50 {:>7.2} ms", ms(&mut totals));
-    drop(p);
-    // One worker per core: throughput.
-    let workers = workers_or_cores(0);
-    let items: Vec<usize> = (0..runs * workers).collect();
-    let start = Instant::now();
-    parallel(&cfg.pipeline, &items, workers, "throughput", |p, _| {
-        p.analyze(&bytes, Purpose::Enrol).map(|_| ()).map_err(|e| e.to_string())
-    })?;
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{workers} workers: {:.1} images/s ({} images in {secs:.1} s, includes session loading)",
-        items.len() as f64 / secs,
-        items.len()
-    );
-    Ok(())
 }

@@ -9,12 +9,14 @@
 //! "premature end of data segment").
 
 use image::{metadata::Orientation, DynamicImage, RgbImage};
-use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
+use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
-use super::{check_size, too_small_for, DecodeError};
+use super::{check_size, too_small_for, DecodeError, Scale};
 use crate::config::ImageLimits;
 
-pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeError> {
+/// Decoded at 1/`denom` of its size, `denom` as `scale` asks; the structure checks run on
+/// the whole file whatever the scale.
+pub fn decode(bytes: &[u8], limits: &ImageLimits, scale: Scale) -> Result<(RgbImage, u32), DecodeError> {
     let frame = Frame::read(bytes)?;
     check_size(frame.width, frame.height, limits)?;
     // Each 8x8 block of the first component carries at least one Huffman code (1 bit or
@@ -25,24 +27,38 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeErro
         return Err(too_small_for(frame.width, frame.height, bytes.len(), needs));
     }
     frame.check_complete()?;
-    let image = decompress(bytes)?;
+    let denom = match scale {
+        Scale::Full => 1,
+        Scale::Fit(min_side) => scale_for(frame.width.max(frame.height), min_side),
+        Scale::Divide(d) if [1, 2, 4, 8].contains(&d) => d,
+        Scale::Divide(d) => return Err(DecodeError::Corrupt(format!("no JPEG scale 1/{d}"))),
+    };
+    let image = decompress(bytes, denom)?;
     let orientation = frame.exif.and_then(Orientation::from_exif_chunk);
-    Ok(match orientation {
+    let image = match orientation {
         None | Some(Orientation::NoTransforms) => image,
         Some(o) => {
             let mut d = DynamicImage::ImageRgb8(image);
             d.apply_orientation(o);
             d.into_rgb8()
         }
-    })
+    };
+    Ok((image, denom))
+}
+
+/// The largest DCT scale-down (8, 4, 2) that leaves the longer side at least `min_side`.
+fn scale_for(side: u32, min_side: u32) -> u32 {
+    [8, 4, 2].into_iter().find(|d| side.div_ceil(*d) >= min_side).unwrap_or(1)
 }
 
 /// libjpeg-turbo to RGB; CMYK (which it decodes only as CMYK) converted here, as Adobe
 /// writes it (inverted), the convention of practically every CMYK JPEG.
-fn decompress(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+fn decompress(bytes: &[u8], denom: u32) -> Result<RgbImage, DecodeError> {
     let failed = |e: turbojpeg::Error| DecodeError::Corrupt(format!("the JPEG could not be decoded: {e}"));
     let mut d = Decompressor::new().map_err(failed)?;
-    let header = d.read_header(bytes).map_err(failed)?;
+    let factor = ScalingFactor::new(1, denom as usize);
+    d.set_scaling_factor(factor).map_err(failed)?;
+    let header = d.read_header(bytes).map_err(failed)?.scaled(factor);
     let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
     let (format, channels) = if cmyk { (PixelFormat::CMYK, 4) } else { (PixelFormat::RGB, 3) };
     let (w, h) = (header.width, header.height);
