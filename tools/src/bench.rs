@@ -58,10 +58,11 @@ pub enum BenchSet {
         server: String,
         #[arg(long, env = "FACEGATE_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
-        /// Folder of face photos (e.g. ../shared/data/faces/lfw/images); default: the
-        /// registry test photos in models/testdata.
-        #[arg(long)]
-        photos: Option<PathBuf>,
+        /// Photo sets, each a file or a folder (its first 40 images); default: 40 LFW
+        /// photos, obama2.jpg, deepface's img2.jpg and img1.jpg (those present), else the
+        /// registry test photos.
+        #[arg(long, value_delimiter = ',')]
+        photos: Vec<PathBuf>,
         /// Partition searched (seeded with `bench seed`) and the subject verified against.
         #[arg(long, default_value = "bench")]
         partition: String,
@@ -123,7 +124,7 @@ pub fn run(set: BenchSet) -> Result<(), AnyError> {
             subject,
             concurrency,
             seconds,
-        } => load(&server, api_key, photos.as_deref(), &partition, &subject, &concurrency, seconds),
+        } => load(&server, api_key, &photos, &partition, &subject, &concurrency, seconds),
         BenchSet::Abuse {
             server,
             pid,
@@ -390,7 +391,7 @@ fn hammer(
     (samples.into_inner().unwrap_or_else(|e| e.into_inner()), wall)
 }
 
-fn report(label: &str, threads: usize, samples: &[Sample], wall: f64) {
+fn report(set: &str, label: &str, threads: usize, samples: &[Sample], wall: f64) {
     let mut ok: Vec<Duration> = samples.iter().filter(|s| s.status == 200).map(|s| s.latency).collect();
     ok.sort();
     let pct = |p: f64| {
@@ -405,7 +406,7 @@ fn report(label: &str, threads: usize, samples: &[Sample], wall: f64) {
         .filter(|s| s.status == 0 || (s.status >= 500 && s.status != 503))
         .count();
     println!(
-        "{label:<7} {threads:>3} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>8} {:>6}",
+        "{set:<16} {label:<7} {threads:>3} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>8} {:>6}",
         ok.len() as f64 / wall,
         pct(0.5),
         pct(0.95),
@@ -419,58 +420,56 @@ fn report(label: &str, threads: usize, samples: &[Sample], wall: f64) {
 fn load(
     server: &str,
     key: Option<String>,
-    photos: Option<&std::path::Path>,
+    photos: &[PathBuf],
     partition: &str,
     subject_id: &str,
     levels: &[usize],
     secs: u64,
 ) -> Result<(), AnyError> {
     use base64::Engine;
-    let files = match photos {
-        Some(dir) => crate::enrol_dir::images(dir),
-        None => ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png"]
-            .iter()
-            .map(|f| crate::config::resolve(std::path::Path::new("models/testdata")).join(f))
-            .collect(),
-    };
-    // A fixed, spread-out sample of at most 256 photos, read once.
-    let step = (files.len() / 256).max(1);
-    let images: Vec<String> = files
-        .iter()
-        .step_by(step)
-        .take(256)
-        .filter_map(|f| std::fs::read(f).ok())
-        .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+    let encode = |b: &Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut sets: Vec<(String, Vec<String>)> = crate::photo_sets::load(photos)?
+        .into_iter()
+        .map(|s| (s.name, s.photos.iter().map(encode).collect()))
         .collect();
-    if images.is_empty() {
-        return Err("no photos found".into());
+    if sets.is_empty() {
+        let registry = crate::config::resolve(std::path::Path::new("models/testdata"));
+        let photos = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]
+            .iter()
+            .filter_map(|f| std::fs::read(registry.join(f)).ok())
+            .map(|b| encode(&b))
+            .collect();
+        sets.push(("registry photos".into(), photos));
     }
     let client = crate::client::Client::new(server, key);
     println!(
-        "load: {} photos, {secs} s per level, partition {partition}, server {server}",
-        images.len()
+        "load: {} photo sets, {secs} s per level, partition {partition}, server {server}",
+        sets.len()
     );
     println!(
-        "{:<7} {:>3} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
-        "what", "c", "ok/s", "p50 ms", "p95 ms", "p99 ms", "4xx", "503", "errors"
+        "{:<16} {:<7} {:>3} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "photos", "what", "c", "ok/s", "p50 ms", "p95 ms", "p99 ms", "4xx", "503", "errors"
     );
-    for &c in levels {
-        let body = |i: usize| serde_json::json!({"image": images[i % images.len()], "partition": partition, "top_k": 5}).to_string();
-        let (samples, wall) = hammer(&client, "/api/v1/search", c, secs, &body);
-        report("search", c, &samples, wall);
+    for (name, images) in &sets {
+        for &c in levels {
+            let body = |i: usize| serde_json::json!({"image": images[i % images.len()], "partition": partition, "top_k": 5}).to_string();
+            let (samples, wall) = hammer(&client, "/api/v1/search", c, secs, &body);
+            report(name, "search", c, &samples, wall);
+        }
+        for &c in levels {
+            let body = |i: usize| {
+                serde_json::json!({"image": images[i % images.len()], "partition": partition, "subject_id": subject_id}).to_string()
+            };
+            let (samples, wall) = hammer(&client, "/api/v1/verify", c, secs, &body);
+            report(name, "verify", c, &samples, wall);
+        }
+        let c = levels.iter().copied().max().unwrap_or(4).min(4);
+        let body = |i: usize| {
+            serde_json::json!({"image": images[i % images.len()], "partition": format!("{partition}-enrol"), "subject_id": format!("load-{i}")})
+                .to_string()
+        };
+        let (samples, wall) = hammer(&client, "/api/v1/enrol", c, secs, &body);
+        report(name, "enrol", c, &samples, wall);
     }
-    for &c in levels {
-        let body =
-            |i: usize| serde_json::json!({"image": images[i % images.len()], "partition": partition, "subject_id": subject_id}).to_string();
-        let (samples, wall) = hammer(&client, "/api/v1/verify", c, secs, &body);
-        report("verify", c, &samples, wall);
-    }
-    let c = levels.iter().copied().max().unwrap_or(4).min(4);
-    let body = |i: usize| {
-        serde_json::json!({"image": images[i % images.len()], "partition": format!("{partition}-enrol"), "subject_id": format!("load-{i}")})
-            .to_string()
-    };
-    let (samples, wall) = hammer(&client, "/api/v1/enrol", c, secs, &body);
-    report("enrol", c, &samples, wall);
     Ok(())
 }

@@ -7,3 +7,4 @@ pub mod config;
 pub mod enrol_dir;
 pub mod eval;
 pub mod faces;
+pub mod photo_sets;

@@ -13,12 +13,13 @@ use facegate_models::{floor, Pipeline, Purpose};
 
 use super::{workers_or_cores, AnyError};
 use crate::config::Config;
+use crate::photo_sets::{self, PhotoSet};
 
 #[derive(clap::Args)]
 pub struct SpeedArgs {
-    /// Photo sets: a file, or a folder whose first 40 images (recursively, sorted) form
-    /// one set. Default: a 640x480 JPEG of the registry test photo, and, when
-    /// ../shared/data is there, 40 LFW photos, obama2.jpg, deepface's img2.jpg and img1.jpg.
+    /// Photo sets: a file, or a folder whose first 40 images (sorted) form one set.
+    /// Default: a 640x480 JPEG of the registry test photo, then 40 LFW photos, obama2.jpg,
+    /// deepface's img2.jpg and img1.jpg (those present).
     #[arg(long, value_delimiter = ',')]
     photos: Vec<PathBuf>,
     /// Purposes measured.
@@ -27,11 +28,6 @@ pub struct SpeedArgs {
     /// Timed runs per set and purpose with one worker (and per worker for throughput).
     #[arg(long, default_value_t = 60)]
     runs: usize,
-}
-
-struct Set {
-    name: String,
-    photos: Vec<Vec<u8>>,
 }
 
 pub fn run(cfg: &Config, args: SpeedArgs) -> Result<(), AnyError> {
@@ -187,47 +183,17 @@ fn throughput(cfg: &Config, photos: &[Vec<u8>], purpose: Purpose, runs: usize, w
     Ok((runs * workers) as f64 / start.elapsed().as_secs_f64())
 }
 
-fn sets(given: &[PathBuf]) -> Result<Vec<Set>, AnyError> {
-    if !given.is_empty() {
-        return given.iter().map(|p| set_of(p)).collect();
+/// A 640x480 camera frame, then the benchmark photo sets.
+fn sets(given: &[PathBuf]) -> Result<Vec<PhotoSet>, AnyError> {
+    let mut sets = Vec::new();
+    if given.is_empty() {
+        sets.push(PhotoSet {
+            name: "obama.jpg at 640x480".into(),
+            photos: vec![default_photo()?],
+        });
     }
-    let mut sets = vec![Set {
-        name: "obama.jpg at 640x480".into(),
-        photos: vec![default_photo()?],
-    }];
-    let shared = crate::config::resolve(Path::new("../shared/data/faces"));
-    let candidates = [
-        shared.join("lfw/images"),
-        crate::config::resolve(Path::new("models/testdata/obama2.jpg")),
-        shared.join("deepface/flat/img2.jpg"),
-        shared.join("deepface/flat/img1.jpg"),
-    ];
-    for c in candidates.iter().filter(|c| c.exists()) {
-        sets.push(set_of(c)?);
-    }
+    sets.extend(photo_sets::load(given)?);
     Ok(sets)
-}
-
-fn set_of(path: &Path) -> Result<Set, AnyError> {
-    let files = if path.is_dir() {
-        let mut all = crate::enrol_dir::images(path);
-        all.sort();
-        all.truncate(40);
-        all
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let photos = files
-        .iter()
-        .map(|f| std::fs::read(f).map_err(|e| format!("{}: {e}", f.display())))
-        .collect::<Result<Vec<_>, _>>()?;
-    if photos.is_empty() {
-        return Err(format!("{}: no images", path.display()).into());
-    }
-    Ok(Set {
-        name: path.display().to_string(),
-        photos,
-    })
 }
 
 /// The registry test photo as a 640x480 JPEG, the size of a typical camera frame.
