@@ -50,6 +50,7 @@ pub enum ApiError {
 /// Seconds a client should wait after an Overloaded answer.
 const RETRY_AFTER_SECS: &str = "1";
 
+#[deny(clippy::wildcard_enum_match_arm)]
 impl ApiError {
     /// A failure of the server's own: the cause goes to the log under the request id, the
     /// caller gets the id to quote.
@@ -93,7 +94,21 @@ impl ApiError {
             ApiError::QualityRejected { score, .. } => Some(("quality_score", *score)),
             ApiError::SpoofDetected { score, .. } => Some(("pad_score", *score)),
             ApiError::MorphDetected { score, .. } => Some(("mad_score", *score)),
-            _ => None,
+            // Every other error named, so a new gate's error cannot be left out unseen.
+            ApiError::NoFace(_)
+            | ApiError::DecodeFailed(_)
+            | ApiError::InvalidRequest(_)
+            | ApiError::NotFound(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::Unauthorized
+            | ApiError::Forbidden(_)
+            | ApiError::Conflict(_)
+            | ApiError::IdentityCollision(_)
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::RequestTimeout(_)
+            | ApiError::Overloaded(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Internal(_) => None,
         }
     }
 
@@ -105,11 +120,24 @@ impl ApiError {
             ApiError::SpoofDetected { .. } => Some("pad"),
             ApiError::MorphDetected { .. } => Some("mad"),
             ApiError::DecodeFailed(_) => Some("decode"),
-            _ => None,
+            // Every other error named, so a new gate's error cannot be left out unseen.
+            ApiError::InvalidRequest(_)
+            | ApiError::NotFound(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::Unauthorized
+            | ApiError::Forbidden(_)
+            | ApiError::Conflict(_)
+            | ApiError::IdentityCollision(_)
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::RequestTimeout(_)
+            | ApiError::Overloaded(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Internal(_) => None,
         }
     }
 }
 
+#[deny(clippy::wildcard_enum_match_arm)]
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -148,6 +176,7 @@ impl ResponseError for ApiError {
     }
 }
 
+#[deny(clippy::wildcard_enum_match_arm)]
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
         let message = r.to_string();
