@@ -240,7 +240,7 @@ impl OnnxMad {
             path: path.to_path_buf(),
             reason,
         };
-        let not_onnx = |e: String| file_err(format!("not an ONNX model: {e}"));
+        let not_onnx = |e: onnx_edit::OnnxError| file_err(e.to_string());
         // Read before ONNX Runtime sees it, so that one session is built of it.
         let model = runtime::read_model(path)?;
         let declared = onnx_edit::input_names(&model).map_err(not_onnx)?;
@@ -289,7 +289,7 @@ pub fn threshold_of(cfg: &crate::PipelineConfig) -> Result<Option<f32>, ModelErr
 /// The contract `model` declares, completed from `cfg` where it declares nothing, the
 /// threshold overridden by `cfg.threshold` when set; why not, naming the key.
 fn contract(model: &[u8], cfg: &MadConfig) -> Result<Contract, String> {
-    let read = |key: &str| onnx_edit::metadata(model, key).map_err(|e| format!("not an ONNX model: {e}"));
+    let read = |key: &str| onnx_edit::metadata(model, key).map_err(|e| e.to_string());
     let number = |key: &str| -> Result<Option<f32>, String> {
         read(key)?
             .map(|v| {
