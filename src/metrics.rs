@@ -74,10 +74,22 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> String {
+    /// The text exposition, without the series of partitions `visible` rejects: an admin
+    /// key of one tenant does not learn another tenant's partition names or sizes.
+    pub fn render(&self, visible: impl Fn(&str) -> bool) -> String {
+        let mut families = self.registry.gather();
+        for family in &mut families {
+            let kept: Vec<_> = family
+                .take_metric()
+                .into_iter()
+                .filter(|m| m.get_label().iter().all(|l| l.get_name() != "partition" || visible(l.get_value())))
+                .collect();
+            family.set_metric(kept.into());
+        }
+        families.retain(|f| !f.get_metric().is_empty());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
 }

@@ -6,8 +6,9 @@ use crate::{
     error::ApiError,
 };
 
-/// GET /metrics: Prometheus text; needs the admin right when keys are configured.
-pub async fn handle(_: Authed<Admin>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// GET /metrics: Prometheus text; needs the admin right when keys are configured, and
+/// shows the partitions the key may see only.
+pub async fn handle(Authed { caller, .. }: Authed<Admin>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     for p in state.gallery.info() {
         if let Some(n) = p.subjects {
             state.metrics.subjects.with_label_values(&[p.name.as_str()]).set(n as i64);
@@ -17,5 +18,5 @@ pub async fn handle(_: Authed<Admin>, state: web::Data<AppState>) -> Result<Http
     state.metrics.body_bytes.set(state.bodies.held() as i64);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render()))
+        .body(state.metrics.render(|p| caller.may_see(p))))
 }
