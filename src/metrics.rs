@@ -84,7 +84,7 @@ impl Metrics {
                 .into_iter()
                 .filter(|m| m.get_label().iter().all(|l| l.get_name() != "partition" || visible(l.get_value())))
                 .collect();
-            family.set_metric(kept.into());
+            family.set_metric(kept);
         }
         families.retain(|f| !f.get_metric().is_empty());
         let mut out = Vec::new();

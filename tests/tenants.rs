@@ -67,10 +67,7 @@ async fn every_endpoint_by_every_caller_on_every_partition() {
                     "/api/v1/enrol",
                     serde_json::json!({"image": newcomer, "subject_id": "biden", "partition": partition}),
                 ),
-                (
-                    "/api/v1/delete",
-                    serde_json::json!({"subject_id": "biden", "partition": partition}),
-                ),
+                ("/api/v1/delete", serde_json::json!({"subject_id": "biden", "partition": partition})),
             ];
             for (path, body) in bodies {
                 let (s, answer) = post(&svc, path, body, k).await;
