@@ -79,8 +79,9 @@ faces_args=(--faces "$work/lfw.jsonl" "$work/crops/lfw" "$work/aligned/lfw" --fa
 "$venv/bin/python" tools/mad/members.py build --model "$work/facegate-mad-v8.onnx" --recognizer models/files/w600k_mbf.onnx \
     --logits "$work/logits.csv" "${data[@]}" --subset abs-sq,abs-fm,maps-centre,maps-aligned --weights refit \
     "${faces_args[@]}" --version facegate-mad-v9 --context 1.5 --out models/mad/facegate-mad-v9.onnx
-# The image-only v2 (for other recognizers) is ensemble.py without --embeddings, --maps and
-# --recognizer on v3's networks: the abs one trained without --extra-set.
+# The image-only facegate-mad-v2.onnx (for other recognizers), which this recipe does not
+# make, is ensemble.py without --embeddings, --maps and --recognizer on two train.py networks:
+# abs trained without --extra-set, and abs,sq.
 sha256sum models/mad/facegate-mad-v9.onnx
 echo "then: put that sha256 in models/manifest.toml (the model carries its own threshold), python3 models/fetch.py, and measure:"
 echo "  $bin eval mad --data $work/set/eval"

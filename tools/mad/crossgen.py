@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Morphs made by cruder methods than morph.py's, for a cross-generator check of the MAD model.
 
-The model learnt from morph.py's dense-landmark morphs only; real attackers also use
-simpler tools. This makes, from the same validation pairs (same people, same weights),
+The model learns from morph.py's dense-landmark morphs (and one network also from
+FaceMorpher's); real attackers also use simpler tools. This makes, from the same validation pairs (same people, same weights),
 morphs the model never saw in training:
   average       the second photo brought into the first one's frame by a similarity on
                 the service's 5 landmarks, and the two whole images blended (no warp:

@@ -7,8 +7,9 @@ image (`image_logit`), the embedding model (`embedding_logit`) and each --maps m
 (`maps_weighted`, `maps2_weighted`, ...). This script reads the members' own logits out of
 that graph instead of retraining anything:
 
-  logits  runs the joined model (--model: an ensemble.py output such as v8, which left the
-          repository in 255d1c7: `git show 255d1c7~1:models/mad/facegate-mad-v8.onnx > v8.onnx`)
+  logits  runs the joined model (--model: an ensemble.py output such as the six-member
+          facegate-mad-v8.onnx build.sh writes to its work directory; the one the shipped
+          model was read from is in git: `git show 255d1c7~1:models/mad/facegate-mad-v8.onnx > v8.onnx`)
           on the faces `facegate-tools faces` wrote (MAD crop, aligned face, embedding; --faces JSONL
           CROPS ALIGNED, repeatable), with each member's logit exposed, the recognizer's feature
           maps and weights fed as ensemble.py feeds them, and writes one CSV row per face.
@@ -168,7 +169,7 @@ def fusion_factor(logits, raw, labels, grid):
 def combine(subset, raw, v8_weights, val, labels, persons, mode):
     """The joined logit of `subset` (a list of parts) on every row, and the factors used: the
     image networks' mean (over those kept), then each other part added with its weight, in
-    ensemble.py's order; mode 'v8' keeps the shipped factors, 'refit' reads each off
+    ensemble.py's order; mode 'v8' keeps the joined model's own factors, 'refit' reads each off
     validation (ensemble.fusion_weight's grid and rule: lowest validation D-EER)."""
     kept_image = [p for p in IMAGE if p in subset]
     factors = {}

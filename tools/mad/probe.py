@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Where a joined MAD model's validation errors are, and what its parts could still give.
 
-ensemble.py reports a model's figures; this script looks inside one (the shipped model by
-default), on the validation split of the morph set:
+ensemble.py reports a model's figures; this script looks inside one (`--model`: the
+six-member model build.sh writes to its work directory), on the validation split of the
+morph set:
 
 - its errors at the D-EER score split by what morph.py did to each image (post-processing,
-  blend weight, how alike the two people are, from the set's manifest): v8 misses sharpened
-  morphs and refuses blurred bona fide copies most;
+  blend weight, how alike the two people are, from the set's manifest): the six-member
+  model misses sharpened morphs and refuses blurred bona fide copies most;
 - the threshold set at BPCER 1 % on one half of the validation people, measured on the other
   (threshold and calibration are both read off validation);
 - the parts of its joined logit (the inputs of the `Sum` that makes it) refitted jointly, a

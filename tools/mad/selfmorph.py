@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Self-morphs: morph.py's morphing applied to a photo and a slightly altered copy of itself.
 
-A detector trained only on morph.py's morphs learns morph.py (BENCHMARKS.md: 9 % D-EER on its
-morphs, 21 % on cruder ones). What every landmark morph has in common is not the tool but the
+A detector trained only on morph.py's morphs learns morph.py (BENCHMARKS.md: the MAD model
+is far weaker on cruder blends than on morph.py's own). What every landmark morph has in common is not the tool but the
 operation: two images whose contours do not quite agree, warped and averaged, the result
 resampled twice and pasted back. A self-morph makes exactly those traces with no second
 person, so no one tool's look: the copy B of photo A is

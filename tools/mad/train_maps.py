@@ -6,7 +6,7 @@ network trained on millions of faces computes in its middle layers: the activati
 the recognizer (w600k_mbf) at three depths (nodes `397`, 28x28x128; `473`, 14x14x256;
 `505`, 7x7x256), the recognizer's own input size and normalisation, on one of two views of
 the face (`--view`): `centre`, the centre 112x112 of the MAD crop (the face at 0.76 times
-the recognizer's scale, with some of its surroundings; v5's network), or `aligned`, the face
+the recognizer's scale, with some of its surroundings), or `aligned`, the face
 as the recognizer sees it for the embedding (`facegate-tools faces --aligned`, the service's own
 alignment). Those layers describe skin, edges and facial parts at the scales where
 a blend of two faces leaves doubled contours and averaged texture. The recognizer is not
@@ -24,8 +24,8 @@ the CPU for 5 epochs (read off validation: epoch 5 was the best of 8 in the firs
 the loss fell below 0.1 after it). On validation, alone: D-EER 8.57 % on the centre view
 (seed 20261127), 8.39 % on the aligned view (seed 20261128), against 11.7 and 12.0 % for
 train.py's networks; ensemble.py joins them (`--maps`, once per view). The two views see
-the face at two scales and make different errors: in scratch runs on the same maps the
-aligned one added to v5 (which has the centre one) lowered validation D-EER by about half
+the face at two scales and make different errors: in scratch runs on the same maps, the
+aligned one added to a model that has the centre one lowers validation D-EER by about half
 a point whichever of two seeds, and APCER at BPCER 1 % by three to four.
 
 Usage: train_maps.py --set DIR --lfw-crops DIR --set-crops DIR [--view aligned --lfw-aligned DIR --set-aligned DIR]

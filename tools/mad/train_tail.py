@@ -17,14 +17,14 @@ Trained with JAX on the CPU, 3 epochs (15 minutes each on 2 cores, after 11 for 
 maps), AdamW with a cosine schedule: 3e-4 for the pretrained layers, 1e-2 for the new
 output. On the aligned view (seed 20261129) alone: validation D-EER 7.90 %, APCER at BPCER
 1 % 27.0 % (epochs 9.14, 8.09, 7.90 %), where train_maps.py's network on the same view
-reaches 8.39 % and 34.2 %: the best single member so far. A scratch run on maps of faces
+reaches 8.39 % and 34.2 %: the best single member on validation. A scratch run on maps of faces
 aligned in Python gave 9.33 and 8.06 % after epochs 1 and 2.
 
 `--against-the-cue SHARE` (against_the_cue, below) was tried and is not used: with 0.5 (seed
-20261132) alone 9.14 % (epochs 9.66, 9.86, 9.14 %), and added to v8 it gets weight 0
+20261132) alone 9.14 % (epochs 9.66, 9.86, 9.14 %), and added to the six-member model it gets weight 0
 (BENCHMARKS.md). Nor is `--extra-set` with FaceMorpher's training morphs (facemorpher_set.py
 --split train, 7,780 morphs and 3,890 bona fide copies more; seed 20261133): alone 8.24 %
-(epochs 8.84, 8.13, 8.24 %), weight 0 on top of v8.
+(epochs 8.84, 8.13, 8.24 %), weight 0 on top of the six-member model.
 
 The weights it starts from are InsightFace's: the exported member contains the fine-tuned
 layers whole and stays in the work directory; ensemble.py ships only their difference to
@@ -126,7 +126,7 @@ def export(tail, p, path, doc, sha256, prefix):
 def against_the_cue(share: float, seed: int):
     """`process(item, rgb)` for view_data: a `share` of the training morphs sharpened and of
     the training bona fide faces blurred, each with the strength of morph.py's own
-    post-processing. v8 reads smoothness as morphing: on validation it misses sharpened
+    post-processing. The six-member model reads smoothness as morphing: on validation it misses sharpened
     morphs most (APCER at BPCER 1 % 30 % with sharpening against 17 % after print-scan blur)
     and refuses blurred bona fide copies most. A blend is smoother than either photo, so
     in the set smoothness does separate the classes; processed against that, it no longer
