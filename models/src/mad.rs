@@ -81,12 +81,12 @@ struct Contract {
 ///
 /// A face much larger than the crop is first scaled down with an area filter around the
 /// face, half-way (geometrically) to the crop's scale; bilinear sampling does the rest.
-/// The model learnt from photos near the crop's own scale and judges how much fine
+/// The model learns from photos near the crop's own scale and judges how much fine
 /// texture a face keeps, which depends on resolution: sampled straight from a large photo,
-/// morphs looked as textured as bona fide photos and passed; scaled down all the way,
-/// clean high-quality bona fide photos looked as smooth as morphs (45 % of one set
-/// refused). Half-way kept bona fide refusals at or below 3 % on every set measured
-/// (BENCHMARKS.md); it does not make the model reliable on high-resolution morphs.
+/// morphs look as textured as bona fide photos and pass; scaled down all the way, clean
+/// high-quality bona fide photos look as smooth as morphs (45 % of one set refused).
+/// Half-way keeps bona fide refusals at or below 3 % on every set measured (commit
+/// 41582bd has the figures); it does not make the model reliable on high-resolution morphs.
 #[derive(Debug, Clone)]
 pub struct MadCrop {
     /// The recognizer's template shrunk into the crop: computed once, not per image.
