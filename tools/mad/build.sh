@@ -18,7 +18,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import cv2, jax, opta
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tools/mad/requirements.txt
 fi
-bin=${CARGO_TARGET_DIR:-target}/release/facegate
+bin=${CARGO_TARGET_DIR:-target}/release/facegate-tools
 # The crops are the model's input: extract them with no MAD model loaded, so that the
 # recipe also works before the first model exists.
 export FACEGATE__PIPELINE__MAD__FILE=""
