@@ -87,22 +87,31 @@ impl AppState {
     }
 }
 
-/// Every route of API.md; a known path asked with another method answers 405 with Allow.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    use actix_web::http::Method;
-    cfg.service(
-        web::scope("/api/v1")
-            .service(resource("/search", Method::POST, routes::search::handle))
-            .service(resource("/verify", Method::POST, routes::verify::handle))
-            .service(resource("/enrol", Method::POST, routes::enrol::handle))
-            .service(resource("/delete", Method::POST, routes::delete::handle))
-            .service(resource("/health", Method::GET, routes::health::handle))
-            .service(resource("/partitions", Method::GET, routes::partitions::handle))
-            .service(resource("/stats", Method::GET, routes::stats::handle))
-            .service(resource("/openapi.json", Method::GET, routes::openapi::handle)),
-    )
-    .service(resource("/metrics", Method::GET, routes::metrics::handle))
-    .default_service(web::to(routes::not_found));
+/// The route table, written once: `ROUTES` lists it (the OpenAPI test compares the
+/// document with it both ways) and `routes` serves it.
+macro_rules! route_table {
+    ($($path:literal $method:ident $handler:path,)*) => {
+        /// Every route: path and the one method it takes.
+        pub const ROUTES: &[(&str, actix_web::http::Method)] = &[$(($path, actix_web::http::Method::$method)),*];
+
+        /// Every route of API.md; a known path asked with another method answers 405 with Allow.
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(resource($path, actix_web::http::Method::$method, $handler));)*
+            cfg.default_service(web::to(routes::not_found));
+        }
+    };
+}
+
+route_table! {
+    "/api/v1/search" POST routes::search::handle,
+    "/api/v1/verify" POST routes::verify::handle,
+    "/api/v1/enrol" POST routes::enrol::handle,
+    "/api/v1/delete" POST routes::delete::handle,
+    "/api/v1/health" GET routes::health::handle,
+    "/api/v1/partitions" GET routes::partitions::handle,
+    "/api/v1/stats" GET routes::stats::handle,
+    "/api/v1/openapi.json" GET routes::openapi::handle,
+    "/metrics" GET routes::metrics::handle,
 }
 
 /// A path taking one method; any other gets 405 naming it. The handler's first argument

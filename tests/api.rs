@@ -485,7 +485,7 @@ async fn overload_answers_503_with_retry_after() {
 }
 
 #[actix_web::test]
-async fn health_request_ids_and_the_openapi_document() {
+async fn health_and_request_ids() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let svc = service!(config(tmp.path()));
     let (s, h) = get(&svc, "/api/v1/health", None).await;
@@ -516,38 +516,6 @@ async fn health_request_ids_and_the_openapi_document() {
     assert_eq!(res.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("abc-123"));
     let res = test::call_service(&svc, test::TestRequest::get().uri("/api/v1/partitions").to_request()).await;
     assert_eq!(res.headers().get("x-request-id").map(|v| v.len()), Some(36), "a generated UUID");
-
-    let (s, doc) = get(&svc, "/api/v1/openapi.json", None).await;
-    assert_eq!(s, 200);
-    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
-    let routes = [
-        ("/api/v1/search", "post"),
-        ("/api/v1/verify", "post"),
-        ("/api/v1/enrol", "post"),
-        ("/api/v1/delete", "post"),
-        ("/api/v1/health", "get"),
-        ("/api/v1/partitions", "get"),
-        ("/api/v1/stats", "get"),
-        ("/api/v1/openapi.json", "get"),
-        ("/metrics", "get"),
-    ];
-    for (path, method) in routes {
-        assert!(
-            doc["paths"][path][method].is_object(),
-            "{method} {path} missing from the OpenAPI document"
-        );
-        // And the route really exists: anything but the catch-all 404.
-        let req = test::TestRequest::default()
-            .method(method.to_uppercase().parse().unwrap_or_default())
-            .uri(path)
-            .set_payload("{}")
-            .to_request();
-        let res = test::call_service(&svc, req).await;
-        let body = String::from_utf8_lossy(&test::read_body(res).await).into_owned();
-        assert!(!body.contains("no such endpoint"), "{path}");
-    }
-    let documented = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
-    assert_eq!(documented, routes.len(), "every documented path is a route");
 }
 
 /// POST /api/v1/enrol with a key, returning the X-Identity-Collision header too.

@@ -9,14 +9,37 @@ use crate::{
     xml,
 };
 
-#[derive(Deserialize)]
+use super::openapi::{Forbidden, Invalid, NotFound, Timeout, Unauthorized, Unavailable, WrongMethod};
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DeleteRequest {
+pub struct DeleteRequest {
+    #[schema(schema_with = super::openapi::field::subject_id)]
     subject_id: String,
+    #[schema(schema_with = super::openapi::field::partition)]
     partition: Option<String>,
 }
 
-/// POST /api/v1/delete: removes every template of the subject, durably.
+/// Delete every template of a subject
+///
+/// Answered once the removal is durable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/delete",
+    request_body = DeleteRequest,
+    params(super::PartitionParam),
+    security((), ("apiKey" = [])),
+    responses(
+        (status = 200, description = "<DeleteResponse>", content_type = "application/xml", body = String),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 405, response = WrongMethod),
+        (status = 408, response = Timeout),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn handle(
     caller: Authed<Enrol>,
     state: web::Data<AppState>,

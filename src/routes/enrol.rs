@@ -9,8 +9,32 @@ use crate::{
     xml,
 };
 
-/// POST /api/v1/enrol: answered only once the template is durable. A face that matches
-/// another subject is refused or flagged first, as `collision` configures.
+use super::openapi::{Conflict, Forbidden, Invalid, Rejected, Spoof, Timeout, TooLarge, Unauthorized, Unavailable, WrongMethod};
+
+/// Enrol a subject's face (durable when answered)
+///
+/// A face that matches another subject is refused or flagged first, as `collision`
+/// configures.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enrol",
+    request_body = super::SubjectPhoto,
+    params(super::PartitionParam),
+    security((), ("apiKey" = [])),
+    responses(
+        (status = 200, description = "<EnrolResponse>", content_type = "application/xml", body = String),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 405, response = WrongMethod),
+        (status = 408, response = Timeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Rejected),
+        (status = 451, response = Spoof),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn handle(
     caller: Authed<Enrol>,
     state: web::Data<AppState>,

@@ -1,15 +1,77 @@
-use actix_web::{web, HttpResponse};
-use serde_json::json;
+use std::collections::BTreeMap;
 
+use actix_web::{web, HttpResponse};
+use facegate_actors::PartitionStatus;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::openapi::WrongMethod;
 use crate::{app::AppState, auth::Optional, config::Right};
 
-/// GET /api/v1/health: each component from a real probe (a forward pass of every model,
-/// a FAISS search, a write to the data directory). 503 if any required one fails. MAD is
-/// reported but not required: `onnx_mad` is false while no MAD model is configured.
+/// What every caller gets: the seed's body.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(value_type = String, pattern = "^(healthy|unhealthy)$")]
+    status: &'static str,
+    /// Each component from a real probe; `onnx_mad` is false while no MAD model is
+    /// configured, and is not required for `healthy`.
+    components: Components,
+    /// Only for a key with the admin right (or any caller when no keys are configured).
+    #[serde(flatten)]
+    detail: Option<Detail>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Components {
+    faiss_index: bool,
+    onnx_detection: bool,
+    onnx_recognition: bool,
+    onnx_quality: bool,
+    onnx_pad: bool,
+    onnx_mad: bool,
+    storage: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Detail {
+    model_id: String,
+    runtime: Runtime,
+    /// The MAD model's version and the threshold it runs at; null without one.
+    mad: Option<Mad>,
+    /// The partitions the key may see, with their status (ready, loading, degraded).
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    partitions: BTreeMap<String, PartitionStatus>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Runtime {
+    onnxruntime: String,
+    execution_provider: String,
+    requested_provider: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Mad {
+    version: String,
+    threshold: f32,
+}
+
+/// Health of every component from real probes
 ///
-/// Anyone (load balancers, probes) gets the seed's body: status and components, nothing
-/// about tenants. A key with the admin right also gets the detail: the partitions it may
-/// see with their status, the runtime and the MAD model.
+/// Each component from a real probe (a forward pass of every model, a FAISS search, a
+/// write to the data directory); 503 if any required one fails. Anyone (load balancers,
+/// probes) gets status and components, nothing about tenants. A key with the admin right
+/// (or any caller when no keys are configured) also gets model_id, runtime, mad (the MAD
+/// model's version and threshold) and partitions (those the key may see, with their status).
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    responses(
+        (status = 200, description = "healthy", body = Health),
+        (status = 405, response = WrongMethod),
+        (status = 503, description = "unhealthy", body = Health),
+    )
+)]
 pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> HttpResponse {
     let models = state.pool.health().await;
     let gallery = state.gallery.clone();
@@ -18,35 +80,42 @@ pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> H
         .await
         .unwrap_or((false, false));
     let healthy = faiss && storage && models.detection && models.recognition && models.quality && models.pad;
-    let admin = caller.filter(|c| c.has(Right::Admin));
-    let mut body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "components": {
-            "faiss_index": faiss,
-            "onnx_detection": models.detection,
-            "onnx_recognition": models.recognition,
-            "onnx_quality": models.quality,
-            "onnx_pad": models.pad,
-            "onnx_mad": models.mad,
-            "storage": storage,
-        },
-    });
-    if let Some(caller) = admin {
+    let detail = caller.filter(|c| c.has(Right::Admin)).map(|caller| {
         let info = state.pool.info();
         let runtime = facegate_models::runtime::info().unwrap_or_else(|| info.runtime.clone());
-        let partitions: serde_json::Map<String, serde_json::Value> = state
-            .gallery
-            .info()
-            .into_iter()
-            .filter(|p| caller.may_see(&p.name))
-            .map(|p| (p.name, json!(p.status)))
-            .collect();
-        body["model_id"] = json!(info.model_id);
-        body["runtime"] =
-            json!({ "onnxruntime": runtime.version, "execution_provider": runtime.provider, "requested_provider": runtime.requested });
-        body["mad"] = json!(info.mad);
-        body["partitions"] = json!(partitions);
-    }
+        Detail {
+            model_id: info.model_id.clone(),
+            runtime: Runtime {
+                onnxruntime: runtime.version,
+                execution_provider: runtime.provider,
+                requested_provider: runtime.requested,
+            },
+            mad: info.mad.as_ref().map(|m| Mad {
+                version: m.version.clone(),
+                threshold: m.threshold,
+            }),
+            partitions: state
+                .gallery
+                .info()
+                .into_iter()
+                .filter(|p| caller.may_see(&p.name))
+                .map(|p| (p.name, p.status))
+                .collect(),
+        }
+    });
+    let body = Health {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        components: Components {
+            faiss_index: faiss,
+            onnx_detection: models.detection,
+            onnx_recognition: models.recognition,
+            onnx_quality: models.quality,
+            onnx_pad: models.pad,
+            onnx_mad: models.mad,
+            storage,
+        },
+        detail,
+    };
     if healthy {
         HttpResponse::Ok().json(body)
     } else {

@@ -1,13 +1,26 @@
 use actix_web::{web, HttpResponse};
 
+use super::openapi::{Forbidden, Unauthorized, WrongMethod};
 use crate::{
     app::AppState,
     auth::{Admin, Authed},
     error::ApiError,
 };
 
-/// GET /metrics: Prometheus text; needs the admin right when keys are configured, and
-/// shows the partitions the key may see only.
+/// Prometheus metrics (admin right when keys are configured)
+///
+/// Only the series of the partitions the key may see.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    security((), ("apiKey" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 405, response = WrongMethod),
+    )
+)]
 pub async fn handle(Authed { caller, .. }: Authed<Admin>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     for p in state.gallery.info() {
         if let Some(n) = p.subjects {

@@ -48,18 +48,25 @@ pub fn default_partition() -> String {
 }
 
 /// The body of verify and enrol: a photo of one subject in one partition.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectPhoto {
+    #[schema(schema_with = openapi::field::image)]
     pub image: String,
+    #[schema(schema_with = openapi::field::subject_id)]
     pub subject_id: String,
+    #[schema(schema_with = openapi::field::partition)]
     pub partition: Option<String>,
 }
 
 /// `?partition=` on a biometric route: the partition named before the body, so that a key
 /// without rights on it is refused without reading the body.
-#[derive(Deserialize)]
-struct PartitionParam {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PartitionParam {
+    /// The partition, checked against the key before the body is read; must equal the
+    /// body's partition when both are given.
+    #[param(schema_with = openapi::field::partition)]
     partition: Option<String>,
 }
 

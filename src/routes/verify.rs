@@ -8,7 +8,32 @@ use crate::{
     xml,
 };
 
-/// POST /api/v1/verify: 1:1 against the subject's best template.
+use super::openapi::{Conflict, Forbidden, Invalid, NotFound, Rejected, Spoof, Timeout, TooLarge, Unauthorized, Unavailable, WrongMethod};
+
+/// 1:1 verification against an enrolled subject
+///
+/// Compared with the subject's best-matching template.
+#[utoipa::path(
+    post,
+    path = "/api/v1/verify",
+    request_body = super::SubjectPhoto,
+    params(super::PartitionParam),
+    security((), ("apiKey" = [])),
+    responses(
+        (status = 200, description = "<VerifyResponse>; match is score >= the model's verify threshold", content_type = "application/xml", body = String),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 405, response = WrongMethod),
+        (status = 408, response = Timeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Rejected),
+        (status = 451, response = Spoof),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn handle(
     caller: Authed<Search>,
     state: web::Data<AppState>,
