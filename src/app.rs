@@ -13,6 +13,7 @@ use facegate_actors::{GalleryDirectory, PipelinePool};
 use facegate_models::{FaceTemplate, Purpose};
 use tracing::Instrument;
 
+use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Request body bytes held in memory across every connection.
     pub bodies: BodyBudget,
+    pub audit: Audit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum StartError {
     Storage(#[from] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Audit(String),
 }
 
 impl AppState {
@@ -51,7 +55,10 @@ impl AppState {
         )?;
         let gallery = GalleryDirectory::open(cfg.gallery.clone(), pool.info().dim)?;
         let keys = Keys::new(cfg.auth.keys.clone());
+        // After the gallery, which makes the data directory (and the umask private).
+        let audit = Audit::open(&cfg.audit, &cfg.gallery.data_dir).map_err(StartError::Audit)?;
         Ok(Arc::new(Self {
+            audit,
             pool,
             gallery,
             keys,
@@ -99,6 +106,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/health", Method::GET, routes::health::handle))
             .service(resource("/partitions", Method::GET, routes::partitions::handle))
             .service(resource("/stats", Method::GET, routes::stats::handle))
+            .service(resource("/audit", Method::GET, routes::audit::handle))
             .service(resource("/openapi.json", Method::GET, routes::openapi::handle)),
     )
     .service(resource("/metrics", Method::GET, routes::metrics::handle))

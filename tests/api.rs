@@ -528,6 +528,7 @@ async fn health_request_ids_and_the_openapi_document() {
         ("/api/v1/health", "get"),
         ("/api/v1/partitions", "get"),
         ("/api/v1/stats", "get"),
+        ("/api/v1/audit", "get"),
         ("/api/v1/openapi.json", "get"),
         ("/metrics", "get"),
     ];
