@@ -202,7 +202,8 @@ fn editing_or_removing_a_record_makes_audit_verify_name_it() {
     let conn = rusqlite::Connection::open(audit_file(tmp.path())).unwrap_or_else(|e| panic!("{e}"));
     let exec = |sql: &str| conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
 
-    exec("UPDATE records SET body = replace(body, '\"s2\"', '\"someone-else\"') WHERE seq = 3");
+    // The decision of record 3 rewritten.
+    exec("UPDATE records SET body = replace(body, '\"OK\"', '\"NO_FACE\"') WHERE seq = 3");
     let (ok, out) = verify_cli(tmp.path());
     assert!(!ok, "an edited record must fail: {out}");
     assert!(out.contains("record 3:") && out.contains("edited"), "{out}");
