@@ -63,12 +63,32 @@ async fn every_operation_and_refusal_leaves_its_record_and_only_its_tenant_reads
         ("/api/v1/verify", enrol(&photo("biden.jpg"), "obama", "alpha"), A, 200),
         // One person under a second identity: refused, and the matched subject recorded.
         ("/api/v1/enrol", enrol(&photo("obama3.jpg"), "barack", "alpha"), A, 409),
-        ("/api/v1/search", serde_json::json!({"image": b64(&photo("coffee.png")), "partition": "alpha"}), A, 400),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": b64(&photo("coffee.png")), "partition": "alpha"}),
+            A,
+            400,
+        ),
         ("/api/v1/enrol", enrol(&morph(), "morph", "alpha"), A, 422),
-        ("/api/v1/delete", serde_json::json!({"subject_id": "obama", "partition": "alpha"}), A, 200),
-        ("/api/v1/delete", serde_json::json!({"subject_id": "obama", "partition": "alpha"}), A, 404),
+        (
+            "/api/v1/delete",
+            serde_json::json!({"subject_id": "obama", "partition": "alpha"}),
+            A,
+            200,
+        ),
+        (
+            "/api/v1/delete",
+            serde_json::json!({"subject_id": "obama", "partition": "alpha"}),
+            A,
+            404,
+        ),
         // Refused before the partition is known to be the key's: not a biometric operation.
-        ("/api/v1/search", serde_json::json!({"image": b64(&obama), "partition": "beta"}), A, 403),
+        (
+            "/api/v1/search",
+            serde_json::json!({"image": b64(&obama), "partition": "beta"}),
+            A,
+            403,
+        ),
     ];
     for (path, body, k, want) in steps {
         let (s, answer) = post(&svc, path, body, Some(k)).await;
@@ -101,7 +121,10 @@ async fn every_operation_and_refusal_leaves_its_record_and_only_its_tenant_reads
         ("delete", "desk-a", "OK", 200),
         ("delete", "desk-a", "NOT_FOUND", 404),
     ];
-    let summary_ref: Vec<(&str, &str, &str, u64)> = summary.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), *d)).collect();
+    let summary_ref: Vec<(&str, &str, &str, u64)> = summary
+        .iter()
+        .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), *d))
+        .collect();
     assert_eq!(summary_ref, want, "{got:#}");
     let subjects = |r: &serde_json::Value| -> Vec<String> {
         r["subjects"]
@@ -127,7 +150,11 @@ async fn every_operation_and_refusal_leaves_its_record_and_only_its_tenant_reads
     assert!(records[1]["quality"].as_f64().is_some(), "{}", records[1]);
     assert_eq!(subjects(&records[2]), ["obama"]);
     assert!(records[3]["subjects"][0]["score"].as_f64().unwrap_or(1.0) < 0.28, "{}", records[3]);
-    assert_eq!(subjects(&records[4]), ["barack", "obama"], "the enrolment and the subject it matched");
+    assert_eq!(
+        subjects(&records[4]),
+        ["barack", "obama"],
+        "the enrolment and the subject it matched"
+    );
     assert_eq!(subjects(&records[5]), ["barack", "obama"]);
     assert!(subjects(&records[6]).is_empty(), "no face: nothing compared");
     assert_eq!(records[7]["gate"]["name"], "mad_score", "{}", records[7]);
@@ -140,7 +167,10 @@ async fn every_operation_and_refusal_leaves_its_record_and_only_its_tenant_reads
     let b_records = got_b["records"].as_array().cloned().unwrap_or_default();
     assert_eq!(b_records.len(), 1, "{got_b}");
     assert_eq!(b_records[0]["partition"], "beta");
-    assert!(!got_b.to_string().contains("alpha") && !got_b.to_string().contains("obama"), "{got_b}");
+    assert!(
+        !got_b.to_string().contains("alpha") && !got_b.to_string().contains("obama"),
+        "{got_b}"
+    );
     let (s1, foreign) = get(&svc, "/api/v1/audit?partition=alpha", Some(B)).await;
     let (s2, missing) = get(&svc, "/api/v1/audit?partition=gamma", Some(B)).await;
     assert_eq!((s1.as_u16(), s2.as_u16()), (403, 403));
@@ -359,7 +389,11 @@ fn a_kill_during_concurrent_searches_leaves_a_verifiable_chain_holding_every_ans
                         break;
                     }
                     let id = format!("kill-{c}-{i}");
-                    match agent.post(&format!("{base}/api/v1/search")).set("X-Request-Id", &id).send_string(&body) {
+                    match agent
+                        .post(&format!("{base}/api/v1/search"))
+                        .set("X-Request-Id", &id)
+                        .send_string(&body)
+                    {
                         Ok(r) if r.status() == 200 => answered.lock().unwrap_or_else(|e| e.into_inner()).push(id),
                         Ok(_) | Err(ureq::Error::Status(..)) => {}
                         Err(_) => break,

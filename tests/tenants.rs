@@ -113,7 +113,13 @@ async fn every_endpoint_by_every_caller_on_every_partition() {
             }
         }
         // A foreign partition that exists and one that does not: the same words.
-        for path in ["/api/v1/search", "/api/v1/verify", "/api/v1/enrol", "/api/v1/delete", "/api/v1/audit"] {
+        for path in [
+            "/api/v1/search",
+            "/api/v1/verify",
+            "/api/v1/enrol",
+            "/api/v1/delete",
+            "/api/v1/audit",
+        ] {
             let foreign = refusals.iter().find(|r| r.0 == path && r.1 == Target::Foreign).map(|r| &r.2);
             let missing = refusals.iter().find(|r| r.0 == path && r.1 == Target::Missing).map(|r| &r.2);
             assert_eq!(foreign, missing, "{who} {path}: existence of a foreign partition shows");

@@ -49,9 +49,7 @@ pub fn verify(conn: &Connection) -> Result<Verified, VerifyError> {
     let mut rows_stmt = conn
         .prepare("SELECT seq, time_ms, partition, body, hash FROM records ORDER BY seq")
         .map_err(io)?;
-    let mut subjects_stmt = conn
-        .prepare("SELECT subject FROM record_subjects WHERE seq = ?1")
-        .map_err(io)?;
+    let mut subjects_stmt = conn.prepare("SELECT subject FROM record_subjects WHERE seq = ?1").map_err(io)?;
     let mut rows = rows_stmt.query([]).map_err(io)?;
     while let Some(row) = rows.next().map_err(io)? {
         let seq: i64 = row.get(0).map_err(io)?;
@@ -68,13 +66,13 @@ pub fn verify(conn: &Connection) -> Result<Verified, VerifyError> {
         }
         let time_ms: i64 = row.get(1).map_err(io)?;
         let partition: String = row.get(2).map_err(io)?;
-        let body: String = row
-            .get(3)
-            .map_err(|e| broken(format!("its body is not text ({e}): edited")))?;
+        let body: String = row.get(3).map_err(|e| broken(format!("its body is not text ({e}): edited")))?;
         let stored: Vec<u8> = row.get(4).map_err(|e| broken(format!("its hash is unreadable ({e})")))?;
         let h = hash(body.as_bytes());
         if stored != h {
-            return Err(broken("edited: its bytes no longer hash to the hash stored when it was written".into()));
+            return Err(broken(
+                "edited: its bytes no longer hash to the hash stored when it was written".into(),
+            ));
         }
         let record: Record = serde_json::from_str(&body).map_err(|e| broken(format!("edited: its body is not a record ({e})")))?;
         if record.prev != hex(&expected.1) {
@@ -90,7 +88,9 @@ pub fn verify(conn: &Connection) -> Result<Verified, VerifyError> {
             )));
         }
         if record.seq != seq || record.partition != partition || record.time != format_time(time_ms) {
-            return Err(broken("edited: its seq, time or partition columns disagree with its hashed body".into()));
+            return Err(broken(
+                "edited: its seq, time or partition columns disagree with its hashed body".into(),
+            ));
         }
         let indexed: BTreeSet<String> = subjects_stmt
             .query_map(params![seq as i64], |r| r.get(0))
@@ -135,7 +135,7 @@ mod tests {
             request_id: format!("r{i}"),
             key: Some("k".into()),
             operation: Operation::Enrol,
-            partition: if i % 2 == 0 { "a".into() } else { "b".into() },
+            partition: if i.is_multiple_of(2) { "a".into() } else { "b".into() },
             decision: "OK".into(),
             status: 200,
             subjects: vec![Subject {

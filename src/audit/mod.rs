@@ -137,7 +137,9 @@ impl Audit {
 }
 
 fn unwritable() -> ApiError {
-    ApiError::Unavailable("the audit trail cannot be written, so biometric requests are refused (audit.on_failure = \"fail\"); retry shortly".into())
+    ApiError::Unavailable(
+        "the audit trail cannot be written, so biometric requests are refused (audit.on_failure = \"fail\"); retry shortly".into(),
+    )
 }
 
 /// The record of one operation being built.
@@ -229,7 +231,11 @@ impl Entry<'_> {
         let (status, decision, gate) = match &outcome {
             Ok(res) => (
                 res.status().as_u16(),
-                if self.draft.decision.is_empty() { "OK".to_string() } else { self.draft.decision.clone() },
+                if self.draft.decision.is_empty() {
+                    "OK".to_string()
+                } else {
+                    self.draft.decision.clone()
+                },
                 None,
             ),
             Err(e) => (

@@ -144,16 +144,18 @@ pub fn format_time(ms: i64) -> String {
 /// the same instant look like several.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(secs) = s.parse::<i64>() {
-        return secs
-            .checked_mul(1000)
-            .ok_or_else(|| format!("{s:?} is out of range"));
+        return secs.checked_mul(1000).ok_or_else(|| format!("{s:?} is out of range"));
     }
     let bad = || format!("{s:?} is neither RFC 3339 UTC (2026-12-07T22:47:18Z) nor seconds since 1970");
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return Err(bad());
     }
-    let num = |r: std::ops::Range<usize>| s.get(r).filter(|t| t.bytes().all(|c| c.is_ascii_digit())).and_then(|t| t.parse::<i64>().ok());
+    let num = |r: std::ops::Range<usize>| {
+        s.get(r)
+            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|t| t.parse::<i64>().ok())
+    };
     let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) =
         (num(0..4), num(5..7), num(8..10), num(11..13), num(14..16), num(17..19))
     else {

@@ -151,7 +151,11 @@ impl Writer {
 fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, mut head: (u64, Hash), healthy: Arc<AtomicBool>, retention: Option<Duration>) {
     let mut last_prune = Instant::now();
     loop {
-        let wait = if healthy.load(Ordering::Relaxed) { PRUNE_EVERY } else { PROBE_EVERY };
+        let wait = if healthy.load(Ordering::Relaxed) {
+            PRUNE_EVERY
+        } else {
+            PROBE_EVERY
+        };
         let first = match rx.recv_timeout(wait) {
             Ok(job) => Some(job),
             Err(mpsc::RecvTimeoutError::Timeout) => None,

@@ -31,5 +31,7 @@ pub async fn handle(
     let mut audit = state.audit.entry(&req, &started.caller.caller, Operation::Delete, &partition)?;
     audit.subject(&r.subject_id, None);
     let outcome = state.gallery.delete(&partition, &r.subject_id).await;
-    audit.finish(outcome.map(|()| super::xml(xml::delete(&r.subject_id))).map_err(ApiError::from)).await
+    audit
+        .finish(outcome.map(|()| super::xml(xml::delete(&r.subject_id))).map_err(ApiError::from))
+        .await
 }

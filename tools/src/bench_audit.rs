@@ -87,7 +87,9 @@ async fn insert_audited(g: &Arc<GalleryDirectory>, audit: &Arc<Audit>, partition
                     e.subject(&subject(i), None);
                     e.model(MODEL);
                     let done = g.enrol(&partition, &subject(i), template(i), MODEL, 0.9).await;
-                    let outcome = done.map(|()| actix_web::HttpResponse::Ok().finish()).map_err(facegate::error::ApiError::from);
+                    let outcome = done
+                        .map(|()| actix_web::HttpResponse::Ok().finish())
+                        .map_err(facegate::error::ApiError::from);
                     e.finish(outcome).await.map_err(|e| e.to_string())?;
                     i += writers;
                 }
