@@ -13,6 +13,7 @@ use facegate_actors::{GalleryDirectory, PipelinePool};
 use facegate_models::{FaceTemplate, Purpose};
 use tracing::Instrument;
 
+use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Request body bytes held in memory across every connection.
     pub bodies: BodyBudget,
+    pub audit: Audit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum StartError {
     Storage(#[from] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Audit(String),
 }
 
 impl AppState {
@@ -51,7 +55,10 @@ impl AppState {
         )?;
         let gallery = GalleryDirectory::open(cfg.gallery.clone(), pool.info().dim)?;
         let keys = Keys::new(cfg.auth.keys.clone());
+        // After the gallery, which makes the data directory (and the umask private).
+        let audit = Audit::open(&cfg.audit, &cfg.gallery.data_dir).map_err(StartError::Audit)?;
         Ok(Arc::new(Self {
+            audit,
             pool,
             gallery,
             keys,
@@ -110,6 +117,7 @@ route_table! {
     "/api/v1/health" GET routes::health::handle,
     "/api/v1/partitions" GET routes::partitions::handle,
     "/api/v1/stats" GET routes::stats::handle,
+    "/api/v1/audit" GET routes::audit::handle,
     "/api/v1/openapi.json" GET routes::openapi::handle,
     "/metrics" GET routes::metrics::handle,
 }

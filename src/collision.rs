@@ -18,13 +18,15 @@ use crate::error::ApiError;
 pub const HEADER: HeaderName = HeaderName::from_static("x-identity-collision");
 
 /// Apply the policy to an analysed enrolment photo: Err for a refused collision (nothing
-/// is stored), the collision to report for a flagged one.
+/// is stored), the collision to report for a flagged one. Either is noted on the
+/// enrolment's audit record.
 pub async fn screen(
     state: &AppState,
     caller: &Caller,
     partition: &str,
     subject: &str,
     face: &FaceTemplate,
+    audit: &mut crate::audit::Entry<'_>,
 ) -> Result<Option<Collision>, ApiError> {
     let cfg = &state.cfg.collision;
     let Some(c) = check(cfg, &state.gallery, caller, partition, subject, &face.vector, &face.model_id).await? else {
@@ -34,6 +36,7 @@ pub async fn screen(
     state.metrics.collisions.with_label_values(&[action]).inc();
     // The log is the operator's: it names the colliding subject whatever the caller may read.
     tracing::warn!(partition, subject, collides_with_partition = %c.partition, score = c.score, action, "identity collision");
+    audit.collision(&c, cfg.policy == Policy::Reject);
     if cfg.policy == Policy::Reject {
         return Err(c.into_error());
     }
@@ -77,6 +80,9 @@ pub struct Collision {
     pub partition: String,
     /// None when the caller may not read that partition: it is never named.
     pub subject: Option<String>,
+    /// The subject matched, for the audit record in its own partition; never shown to
+    /// the caller.
+    pub matched: String,
     pub score: f32,
 }
 
@@ -144,6 +150,7 @@ pub async fn check(
             best = Some(Collision {
                 partition: target.clone(),
                 subject: readable.then(|| hit.subject_id.clone()),
+                matched: hit.subject_id.clone(),
                 score: hit.score,
             });
         }

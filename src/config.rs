@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use facegate_actors::{GalleryConfig, PoolConfig};
 use facegate_models::PipelineConfig;
 
+pub use crate::audit::{AuditConfig, OnFailure as AuditOnFailure};
 pub use crate::collision::{CollisionConfig, Policy as CollisionPolicy};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -22,6 +23,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub gallery: GalleryConfig,
     pub collision: CollisionConfig,
+    pub audit: AuditConfig,
     pub auth: AuthConfig,
 }
 

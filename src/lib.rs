@@ -2,6 +2,7 @@
 //! and one handler module per resource. The engine lives in `facegate-actors`.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod collision;

@@ -28,6 +28,20 @@ enum Command {
     Serve,
     /// Check the configuration and every model file, run each model once, and exit.
     Check,
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of the audit file: exit 0 when every record is intact, else
+    /// name the first broken record and exit 1.
+    Verify {
+        /// The data directory holding audit.sqlite (default: gallery.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,12 +57,39 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(cfg),
         Command::Check => check(cfg),
+        Command::Audit(AuditCommand::Verify { data_dir }) => return audit_verify(&data_dir.unwrap_or(cfg.gallery.data_dir)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("facegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `facegate audit verify`: the verdict on stdout, 0 only for an intact chain.
+fn audit_verify(data_dir: &std::path::Path) -> ExitCode {
+    let path = facegate::audit::file(data_dir);
+    match facegate::audit::chain::verify_file(&path) {
+        Ok(v) => {
+            let from = if v.anchor_seq > 0 {
+                format!(" (records up to {} were pruned; verified from their anchor)", v.anchor_seq)
+            } else {
+                String::new()
+            };
+            println!(
+                "{}: {} records intact{from}; head: record {} sha256 {}",
+                path.display(),
+                v.records,
+                v.head_seq,
+                v.head_hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}: BROKEN: {e}", path.display());
             ExitCode::FAILURE
         }
     }

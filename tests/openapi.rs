@@ -125,6 +125,7 @@ async fn every_documented_refusal_is_one_the_route_gives() {
         cfg.auth.keys = vec![
             key("reader", "reader-key-0123456789", &["*"], &[Right::Search]),
             key("writer", "writer-key-0123456789", &["*"], &[Right::Enrol]),
+            key("ops", "admin-key-01234567890", &["*"], &[Right::Admin]),
         ];
         let svc = service!(cfg);
         for (path, method) in facegate::app::ROUTES {
@@ -151,6 +152,17 @@ async fn every_documented_refusal_is_one_the_route_gives() {
             send(&svc, &mut seen, path, "POST", &body_for(path, &obama, "obama", "default"), r).await;
         }
         send(&svc, &mut seen, "/metrics", "GET", &serde_json::json!({}), r).await;
+        send(&svc, &mut seen, "/api/v1/audit", "GET", &serde_json::json!({}), r).await;
+        let status = send(
+            &svc,
+            &mut Seen::default(),
+            "/api/v1/audit?limit=0",
+            "GET",
+            &serde_json::json!({}),
+            Some("admin-key-01234567890"),
+        )
+        .await;
+        seen.add("/api/v1/audit", "GET", status);
         for path in BIOMETRIC {
             let key = if path.ends_with("search") || path.ends_with("verify") {
                 r

@@ -104,9 +104,22 @@ async fn every_endpoint_by_every_caller_on_every_partition() {
                 _ => 403,
             };
             assert_eq!(s.as_u16(), want, "{who} search?partition= on {target:?}");
+            // The audit trail of a partition: the key's own only.
+            let (s, body) = get(&svc, &format!("/api/v1/audit?partition={partition}"), k).await;
+            cells += 1;
+            assert_eq!(s.as_u16(), want, "{who} audit?partition= on {target:?}: {body}");
+            if want == 403 {
+                refusals.push(("/api/v1/audit", target, body.to_string().replace(partition, "P")));
+            }
         }
         // A foreign partition that exists and one that does not: the same words.
-        for path in ["/api/v1/search", "/api/v1/verify", "/api/v1/enrol", "/api/v1/delete"] {
+        for path in [
+            "/api/v1/search",
+            "/api/v1/verify",
+            "/api/v1/enrol",
+            "/api/v1/delete",
+            "/api/v1/audit",
+        ] {
             let foreign = refusals.iter().find(|r| r.0 == path && r.1 == Target::Foreign).map(|r| &r.2);
             let missing = refusals.iter().find(|r| r.0 == path && r.1 == Target::Missing).map(|r| &r.2);
             assert_eq!(foreign, missing, "{who} {path}: existence of a foreign partition shows");
@@ -127,7 +140,7 @@ async fn every_endpoint_by_every_caller_on_every_partition() {
         for other in ["alpha", "beta"].into_iter().filter(|o| Some(*o) != own) {
             assert!(!text.contains(other), "{who}: health names {other}: {h}");
         }
-        for path in ["/api/v1/partitions", "/api/v1/stats", "/metrics"] {
+        for path in ["/api/v1/partitions", "/api/v1/stats", "/api/v1/audit", "/metrics"] {
             let (s, body) = get(&svc, path, k).await;
             cells += 1;
             let text = body.to_string();
@@ -150,5 +163,5 @@ async fn every_endpoint_by_every_caller_on_every_partition() {
             "{who}: the OpenAPI document names a partition"
         );
     }
-    assert_eq!(cells, 4 * (3 * 5 + 5), "every cell of the matrix was asked");
+    assert_eq!(cells, 4 * (3 * 6 + 6), "every cell of the matrix was asked");
 }

@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use crate::{
     app::AppState,
+    audit::Operation,
     auth::{Authed, Enrol},
     error::ApiError,
     xml,
@@ -50,6 +51,10 @@ pub async fn handle(
     let r: DeleteRequest = started.json()?;
     names::validate_subject(&r.subject_id)?;
     let partition = started.partition(r.partition)?;
-    state.gallery.delete(&partition, &r.subject_id).await?;
-    Ok(super::xml(xml::delete(&r.subject_id)))
+    let mut audit = state.audit.entry(&req, &started.caller.caller, Operation::Delete, &partition)?;
+    audit.subject(&r.subject_id, None);
+    let outcome = state.gallery.delete(&partition, &r.subject_id).await;
+    audit
+        .finish(outcome.map(|()| super::xml(xml::delete(&r.subject_id))).map_err(ApiError::from))
+        .await
 }

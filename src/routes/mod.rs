@@ -1,5 +1,6 @@
 //! One module per resource; handlers only translate between HTTP and the engine.
 
+pub mod audit;
 pub mod delete;
 pub mod enrol;
 pub mod health;

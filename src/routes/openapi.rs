@@ -25,6 +25,7 @@ use crate::auth::Public;
         super::health::handle,
         super::partitions::handle,
         super::stats::handle,
+        super::audit::handle,
         handle,
         super::metrics::handle,
     ),

@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use crate::{
     app::AppState,
+    audit::Operation,
     auth::{Authed, Search},
     body,
     error::ApiError,
@@ -63,14 +64,21 @@ pub async fn handle(
     let started = super::start(&state, caller, &req, payload, true).await?;
     let r: SearchRequest = started.json()?;
     let partition = started.partition(r.partition)?;
-    let top_k = body::top_k(r.top_k, state.cfg.server.default_top_k, state.cfg.server.max_top_k)?;
-    let min_score = body::min_score(r.min_score)?;
-    let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
-    if !state.gallery.exists(&partition) {
-        return Err(ApiError::NotFound(format!("partition {partition:?} not found")));
+    let mut audit = state.audit.entry(&req, &started.caller.caller, Operation::Search, &partition)?;
+    let outcome = async {
+        let top_k = body::top_k(r.top_k, state.cfg.server.default_top_k, state.cfg.server.max_top_k)?;
+        let min_score = body::min_score(r.min_score)?;
+        let image = body::image(&r.image, state.cfg.pipeline.limits.max_image_bytes)?;
+        if !state.gallery.exists(&partition) {
+            return Err(ApiError::NotFound(format!("partition {partition:?} not found")));
+        }
+        let face = state.analyze(image, Purpose::Search).await?;
+        audit.face(&face);
+        let model_id = face.model_id.clone();
+        let hits = state.gallery.search(&partition, face.vector, &model_id, top_k, min_score).await?;
+        audit.candidates(&hits);
+        Ok::<_, ApiError>(super::xml(xml::search(&hits, face.quality, &model_id)))
     }
-    let face = state.analyze(image, Purpose::Search).await?;
-    let model_id = face.model_id.clone();
-    let hits = state.gallery.search(&partition, face.vector, &model_id, top_k, min_score).await?;
-    Ok(super::xml(xml::search(&hits, face.quality, &model_id)))
+    .await;
+    audit.finish(outcome).await
 }

@@ -36,6 +36,10 @@ pub enum BenchSet {
         /// The first kind's resident memory is the clean figure; "= exact" needs exact first.
         #[arg(long, value_delimiter = ',', default_value = "exact,lsh,ivf")]
         kinds: Vec<String>,
+        /// Instead of the index kinds: durable inserts and exact searches without and with
+        /// an audit record for each (as the enrol and search routes write them), side by side.
+        #[arg(long)]
+        audit: bool,
     },
     /// Write synthetic templates straight into a partition's store (server stopped), so a
     /// load test runs against a gallery of a realistic size.
@@ -96,11 +100,19 @@ pub enum BenchSet {
 
 type AnyError = Box<dyn std::error::Error>;
 
-const DIM: usize = 512;
-const MODEL: &str = "bench-synthetic";
+pub(crate) const DIM: usize = 512;
+pub(crate) const MODEL: &str = "bench-synthetic";
 
 pub fn run(set: BenchSet) -> Result<(), AnyError> {
     match set {
+        BenchSet::Gallery {
+            templates,
+            queries,
+            writers,
+            dir,
+            audit: true,
+            ..
+        } => crate::bench_audit::run(templates, queries, writers, dir),
         BenchSet::Gallery {
             templates,
             queries,
@@ -109,6 +121,7 @@ pub fn run(set: BenchSet) -> Result<(), AnyError> {
             nprobe,
             dir,
             kinds,
+            audit: _,
         } => gallery(templates, queries, writers, (nlist, nprobe), dir, &kinds),
         BenchSet::Seed {
             data_dir,
@@ -242,11 +255,11 @@ fn gallery(
     })
 }
 
-fn subject(i: usize) -> String {
+pub(crate) fn subject(i: usize) -> String {
     format!("s{i:08}")
 }
 
-async fn insert(g: &Arc<GalleryDirectory>, partition: &str, n: usize, writers: usize, model: &str) -> Result<(), AnyError> {
+pub(crate) async fn insert(g: &Arc<GalleryDirectory>, partition: &str, n: usize, writers: usize, model: &str) -> Result<(), AnyError> {
     let writers = writers.clamp(1, n.max(1));
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
@@ -279,7 +292,7 @@ async fn wait_ready(g: &GalleryDirectory, partition: &str) -> Result<(), AnyErro
     }
 }
 
-fn splitmix(mut x: u64) -> u64 {
+pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -308,12 +321,12 @@ fn normalised(v: Vec<f32>) -> Vec<f32> {
     v.into_iter().map(|x| x / n).collect()
 }
 
-fn template(i: usize) -> Vec<f32> {
+pub(crate) fn template(i: usize) -> Vec<f32> {
     normalised(gaussians(i as u64, DIM))
 }
 
 /// The template plus noise: cosine ~0.5 to its source, like a genuine pair of photos.
-fn mated_probe(i: usize, q: u64) -> Vec<f32> {
+pub(crate) fn mated_probe(i: usize, q: u64) -> Vec<f32> {
     let sigma = (3.0f32 / DIM as f32).sqrt();
     let t = template(i);
     let noise = gaussians(q ^ 0xDEAD_BEEF_u64.rotate_left(17), DIM);

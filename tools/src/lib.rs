@@ -2,6 +2,7 @@
 
 pub mod abuse;
 pub mod bench;
+mod bench_audit;
 pub mod client;
 pub mod config;
 pub mod enrol_dir;
