@@ -9,13 +9,14 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
-use facegate_actors::{GalleryDirectory, PipelinePool};
+use facegate_actors::{FrameAnalysis, GalleryDirectory, PipelinePool};
 use facegate_models::{FaceTemplate, Purpose};
 use tracing::Instrument;
 
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::events::Events;
 use crate::intake::BodyBudget;
 use crate::metrics::Metrics;
 use crate::routes;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Request body bytes held in memory across every connection.
     pub bodies: BodyBudget,
+    /// Webhook subscriptions, the outbox and its delivery workers.
+    pub events: Arc<Events>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub enum StartError {
     Storage(#[from] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Events(#[from] crate::events::EventsError),
 }
 
 impl AppState {
@@ -51,11 +56,14 @@ impl AppState {
         )?;
         let gallery = GalleryDirectory::open(cfg.gallery.clone(), pool.info().dim)?;
         let keys = Keys::new(cfg.auth.keys.clone());
+        let metrics = Metrics::new()?;
+        let events = Arc::new(Events::start(&cfg.webhooks, &cfg.gallery.data_dir, &metrics)?);
         Ok(Arc::new(Self {
             pool,
             gallery,
             keys,
-            metrics: Metrics::new()?,
+            metrics,
+            events,
             bodies: BodyBudget::new(cfg.server.body_budget_bytes, cfg.server.max_body_bytes),
             cfg,
         }))
@@ -87,6 +95,35 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Every face of a frame through the pipeline, bounded by the request timeout. A frame
+    /// that does not decode is refused as search refuses it; a frame without faces is not
+    /// an error (identify answers it with zero faces).
+    pub async fn identify(&self, image: Vec<u8>, purpose: Purpose, max_faces: usize) -> Result<FrameAnalysis, ApiError> {
+        self.metrics.in_flight.set(self.pool.in_flight() as i64 + 1);
+        let timeout = Duration::from_secs(self.cfg.server.request_timeout_secs);
+        let result = tokio::time::timeout(timeout, self.pool.identify(image, purpose, max_faces)).await;
+        self.metrics.in_flight.set(self.pool.in_flight() as i64);
+        let frame =
+            result.map_err(|_| ApiError::Unavailable(format!("the face pipeline did not answer within {} s", timeout.as_secs())))??;
+        let frame = frame.map_err(|e| {
+            self.metrics.rejections.with_label_values(&["decode"]).inc();
+            ApiError::from(e)
+        })?;
+        self.metrics.record_stages(&frame.timings);
+        for f in &frame.faces {
+            self.metrics.record_stages(&f.timings);
+        }
+        tracing::info!(detected = frame.detected, analysed = frame.faces.len(), "identify");
+        Ok(frame)
+    }
+}
+
+/// The request id the `observe` middleware gave this request.
+pub fn request_id(req: &actix_web::HttpRequest) -> String {
+    req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
+}
+
 /// Every route of API.md; a known path asked with another method answers 405 with Allow.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use actix_web::http::Method;
@@ -96,12 +133,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/verify", Method::POST, routes::verify::handle))
             .service(resource("/enrol", Method::POST, routes::enrol::handle))
             .service(resource("/delete", Method::POST, routes::delete::handle))
+            .service(resource("/identify", Method::POST, routes::identify::handle))
+            .service(
+                web::resource("/webhooks")
+                    .route(route(Method::POST, routes::webhooks::create))
+                    .route(route(Method::GET, routes::webhooks::list))
+                    .route(route(Method::DELETE, routes::webhooks::remove))
+                    .default_service(web::to(routes::wrong_method("GET, POST, DELETE"))),
+            )
             .service(resource("/health", Method::GET, routes::health::handle))
             .service(resource("/partitions", Method::GET, routes::partitions::handle))
             .service(resource("/stats", Method::GET, routes::stats::handle))
             .service(resource("/openapi.json", Method::GET, routes::openapi::handle)),
     )
     .service(resource("/metrics", Method::GET, routes::metrics::handle))
+    .service(resource("/console", Method::GET, routes::console::page))
+    .service(resource("/console/{asset}", Method::GET, routes::console::asset))
     .default_service(web::to(routes::not_found));
 }
 
@@ -114,8 +161,18 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)
-        .route(web::method(method.clone()).to(handler))
-        .default_service(web::to(routes::wrong_method(method)))
+        .route(route(method.clone(), handler))
+        .default_service(web::to(routes::wrong_method(method.as_str())))
+}
+
+/// One method of a path, for a handler that says who may call it.
+fn route<F, Args>(method: actix_web::http::Method, handler: F) -> actix_web::Route
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + crate::auth::Guarded + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::method(method).to(handler)
 }
 
 /// The request id a caller sent (if sane) or a new one.

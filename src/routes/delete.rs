@@ -3,9 +3,10 @@ use facegate_actors::names;
 use serde::Deserialize;
 
 use crate::{
-    app::AppState,
+    app::{self, AppState},
     auth::{Authed, Enrol},
     error::ApiError,
+    events::Event,
     xml,
 };
 
@@ -28,5 +29,14 @@ pub async fn handle(
     names::validate_subject(&r.subject_id)?;
     let partition = started.partition(r.partition)?;
     state.gallery.delete(&partition, &r.subject_id).await?;
+    let request_id = app::request_id(&req);
+    state
+        .events
+        .publish(Event::Deleted {
+            partition: &partition,
+            subject_id: &r.subject_id,
+            request_id: &request_id,
+        })
+        .await;
     Ok(super::xml(xml::delete(&r.subject_id)))
 }
