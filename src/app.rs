@@ -9,7 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
-use facegate_actors::{GalleryDirectory, PipelinePool};
+use facegate_actors::{FrameAnalysis, GalleryDirectory, PipelinePool};
 use facegate_models::{FaceTemplate, Purpose};
 use tracing::Instrument;
 
@@ -17,6 +17,7 @@ use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::events::Events;
 use crate::intake::BodyBudget;
 use crate::metrics::Metrics;
 use crate::routes;
@@ -30,6 +31,8 @@ pub struct AppState {
     /// Request body bytes held in memory across every connection.
     pub bodies: BodyBudget,
     pub audit: Audit,
+    /// Webhook subscriptions, the outbox and its delivery workers.
+    pub events: Arc<Events>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     Audit(String),
+    #[error("{0}")]
+    Events(#[from] crate::events::EventsError),
 }
 
 impl AppState {
@@ -57,12 +62,15 @@ impl AppState {
         let keys = Keys::new(cfg.auth.keys.clone());
         // After the gallery, which makes the data directory (and the umask private).
         let audit = Audit::open(&cfg.audit, &cfg.gallery.data_dir).map_err(StartError::Audit)?;
+        let metrics = Metrics::new()?;
+        let events = Arc::new(Events::start(&cfg.webhooks, &cfg.gallery.data_dir, &metrics)?);
         Ok(Arc::new(Self {
             audit,
             pool,
             gallery,
             keys,
-            metrics: Metrics::new()?,
+            metrics,
+            events,
             bodies: BodyBudget::new(cfg.server.body_budget_bytes, cfg.server.max_body_bytes),
             cfg,
         }))
@@ -94,32 +102,70 @@ impl AppState {
     }
 }
 
-/// The route table, written once: `ROUTES` lists it (the OpenAPI test compares the
-/// document with it both ways) and `routes` serves it.
-macro_rules! route_table {
-    ($($path:literal $method:ident $handler:path,)*) => {
-        /// Every route: path and the one method it takes.
-        pub const ROUTES: &[(&str, actix_web::http::Method)] = &[$(($path, actix_web::http::Method::$method)),*];
+impl AppState {
+    /// Every face of a frame through the pipeline, bounded by the request timeout. A frame
+    /// that does not decode is refused as search refuses it; a frame without faces is not
+    /// an error (identify answers it with zero faces).
+    pub async fn identify(&self, image: Vec<u8>, purpose: Purpose, max_faces: usize) -> Result<FrameAnalysis, ApiError> {
+        self.metrics.in_flight.set(self.pool.in_flight() as i64 + 1);
+        let timeout = Duration::from_secs(self.cfg.server.request_timeout_secs);
+        let result = tokio::time::timeout(timeout, self.pool.identify(image, purpose, max_faces)).await;
+        self.metrics.in_flight.set(self.pool.in_flight() as i64);
+        let frame =
+            result.map_err(|_| ApiError::Unavailable(format!("the face pipeline did not answer within {} s", timeout.as_secs())))??;
+        let frame = frame.map_err(|e| {
+            self.metrics.rejections.with_label_values(&["decode"]).inc();
+            ApiError::from(e)
+        })?;
+        self.metrics.record_stages(&frame.timings);
+        for f in &frame.faces {
+            self.metrics.record_stages(&f.timings);
+        }
+        tracing::info!(detected = frame.detected, analysed = frame.faces.len(), "identify");
+        Ok(frame)
+    }
+}
 
-        /// Every route of API.md; a known path asked with another method answers 405 with Allow.
+/// The request id the `observe` middleware gave this request.
+pub fn request_id(req: &actix_web::HttpRequest) -> String {
+    req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
+}
+
+/// The API's route table, written once: `ROUTES` lists it (the OpenAPI test compares the
+/// document with it both ways) and `routes` serves it. A path answers 405 naming its methods
+/// for any other.
+macro_rules! route_table {
+    ($($path:literal => [$($method:ident $handler:path),+],)*) => {
+        /// Every API route: path and method.
+        pub const ROUTES: &[(&str, actix_web::http::Method)] = &[$($(($path, actix_web::http::Method::$method)),+),*];
+
+        /// Every route of API.md and ours, and the console (a web page, not part of the API).
         pub fn routes(cfg: &mut web::ServiceConfig) {
-            $(cfg.service(resource($path, actix_web::http::Method::$method, $handler));)*
-            cfg.default_service(web::to(routes::not_found));
+            $(cfg.service(
+                web::resource($path)
+                    $(.route(route(actix_web::http::Method::$method, $handler)))+
+                    .default_service(web::to(routes::wrong_method(&[$(stringify!($method)),+].join(", ")))),
+            );)*
+            cfg.service(resource("/console", actix_web::http::Method::GET, routes::console::page))
+                .service(resource("/console/{asset}", actix_web::http::Method::GET, routes::console::asset))
+                .default_service(web::to(routes::not_found));
         }
     };
 }
 
 route_table! {
-    "/api/v1/search" POST routes::search::handle,
-    "/api/v1/verify" POST routes::verify::handle,
-    "/api/v1/enrol" POST routes::enrol::handle,
-    "/api/v1/delete" POST routes::delete::handle,
-    "/api/v1/health" GET routes::health::handle,
-    "/api/v1/partitions" GET routes::partitions::handle,
-    "/api/v1/stats" GET routes::stats::handle,
-    "/api/v1/audit" GET routes::audit::handle,
-    "/api/v1/openapi.json" GET routes::openapi::handle,
-    "/metrics" GET routes::metrics::handle,
+    "/api/v1/search" => [POST routes::search::handle],
+    "/api/v1/verify" => [POST routes::verify::handle],
+    "/api/v1/enrol" => [POST routes::enrol::handle],
+    "/api/v1/delete" => [POST routes::delete::handle],
+    "/api/v1/identify" => [POST routes::identify::handle],
+    "/api/v1/webhooks" => [POST routes::webhooks::create, GET routes::webhooks::list, DELETE routes::webhooks::remove],
+    "/api/v1/health" => [GET routes::health::handle],
+    "/api/v1/partitions" => [GET routes::partitions::handle],
+    "/api/v1/stats" => [GET routes::stats::handle],
+    "/api/v1/audit" => [GET routes::audit::handle],
+    "/api/v1/openapi.json" => [GET routes::openapi::handle],
+    "/metrics" => [GET routes::metrics::handle],
 }
 
 /// A path taking one method; any other gets 405 naming it. The handler's first argument
@@ -131,8 +177,18 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)
-        .route(web::method(method.clone()).to(handler))
-        .default_service(web::to(routes::wrong_method(method)))
+        .route(route(method.clone(), handler))
+        .default_service(web::to(routes::wrong_method(method.as_str())))
+}
+
+/// One method of a path, for a handler that says who may call it.
+fn route<F, Args>(method: actix_web::http::Method, handler: F) -> actix_web::Route
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + crate::auth::Guarded + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::method(method).to(handler)
 }
 
 /// The request id a caller sent (if sane) or a new one.

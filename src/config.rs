@@ -25,6 +25,43 @@ pub struct Config {
     pub collision: CollisionConfig,
     pub audit: AuditConfig,
     pub auth: AuthConfig,
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook subscriptions and the delivery of their events (`src/events`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The outbox (subscriptions and queued deliveries), relative to gallery.data_dir.
+    pub outbox_file: PathBuf,
+    /// Deliveries in flight at once (one thread each).
+    pub senders: usize,
+    /// A receiver must answer within this; otherwise the attempt failed.
+    pub timeout_ms: u64,
+    /// The pause after the first failed attempt, doubled after each further one, capped.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// An event still undelivered this long after it happened is dropped.
+    pub max_age_secs: u64,
+    /// Networks a webhook URL may not resolve into, checked at subscription and at each
+    /// delivery ("169.254.0.0/16", "10.0.0.0/8", "::1", ...).
+    pub deny_networks: Vec<String>,
+    pub max_subscriptions_per_partition: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            outbox_file: PathBuf::from("events.sqlite"),
+            senders: 4,
+            timeout_ms: 5_000,
+            retry_base_ms: 500,
+            retry_max_ms: 300_000,
+            max_age_secs: 86_400,
+            deny_networks: vec!["169.254.0.0/16".into(), "fe80::/10".into(), "0.0.0.0/8".into()],
+            max_subscriptions_per_partition: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +237,16 @@ impl Config {
         }
         if !matches!(self.runtime.provider.as_str(), "cpu" | "cuda") {
             return fail("runtime.provider must be \"cpu\" or \"cuda\"");
+        }
+        let w = &self.webhooks;
+        if w.senders == 0 || w.senders > 64 {
+            return fail("webhooks.senders must be within 1..=64");
+        }
+        if w.timeout_ms == 0 || w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms || w.max_age_secs == 0 {
+            return fail("webhooks: timeout_ms, retry_base_ms and max_age_secs must be positive, retry_max_ms >= retry_base_ms");
+        }
+        for n in &w.deny_networks {
+            crate::events::guard::Net::parse(n).map_err(|e| ConfigError(format!("webhooks.deny_networks: {e}")))?;
         }
         if self.pool.max_inflight == 0 {
             return fail("pool.max_inflight must be positive");

@@ -8,6 +8,7 @@ pub mod body;
 pub mod collision;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod intake;
 pub mod metrics;
 pub mod procfs;

@@ -68,6 +68,11 @@ impl Metrics {
         })
     }
 
+    /// Add another module's series (the webhook delivery metrics).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(c)
+    }
+
     pub fn record_stages(&self, timings: &StageTimings) {
         for (stage, d) in &timings.0 {
             self.stages.with_label_values(&[stage.name()]).observe(d.as_secs_f64());

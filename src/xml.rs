@@ -2,6 +2,8 @@
 //! the element order of API.md.
 
 use facegate_actors::Candidate;
+
+use crate::routes::identify::IdentifiedFace;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 
@@ -67,6 +69,82 @@ pub fn search(candidates: &[Candidate], quality_score: f32, model_id: &str) -> S
     d.text("quality_score", &quality(quality_score))
         .text("model_id", model_id)
         .close("SearchResponse");
+    d.finish()
+}
+
+/// `<candidates>` as search writes them.
+fn candidates(d: &mut Doc, candidates: &[Candidate]) {
+    if candidates.is_empty() {
+        d.empty("candidates");
+        return;
+    }
+    d.open("candidates");
+    for (i, c) in candidates.iter().enumerate() {
+        d.open("candidate")
+            .text("subject_id", &c.subject_id)
+            .text("score", &score(c.score))
+            .text("rank", &(i + 1).to_string())
+            .close("candidate");
+    }
+    d.close("candidates");
+}
+
+/// Identify (ours): every analysed face, largest first, with its box, landmarks, gate
+/// scores and either its candidates per partition or why it was not searched.
+pub fn identify(detected: usize, faces: &[IdentifiedFace], model_id: &str) -> String {
+    let px = |v: f32| format!("{:.0}", v.max(0.0));
+    let mut d = Doc::new();
+    d.open("IdentifyResponse")
+        .text("status", "OK")
+        .text("faces_detected", &detected.to_string());
+    if faces.is_empty() {
+        d.empty("faces");
+    } else {
+        d.open("faces");
+        for (i, f) in faces.iter().enumerate() {
+            let r = &f.report;
+            let [x1, y1, x2, y2] = r.face.bbox;
+            d.open("face").text("index", &(i + 1).to_string());
+            d.open("box")
+                .text("x", &px(x1))
+                .text("y", &px(y1))
+                .text("width", &px(x2 - x1))
+                .text("height", &px(y2 - y1))
+                .close("box");
+            d.open("landmarks");
+            for [x, y] in r.face.landmarks {
+                d.open("point").text("x", &px(x)).text("y", &px(y)).close("point");
+            }
+            d.close("landmarks");
+            d.text("detection_score", &score(r.face.score));
+            if let Some(q) = r.quality {
+                d.text("quality_score", &quality(q));
+            }
+            if let Some(p) = r.pad {
+                d.text("pad_score", &score(p));
+            }
+            if let Some(live) = r.live {
+                d.text("pad_decision", if live { "live" } else { "spoof" });
+            }
+            match &r.outcome {
+                Ok(_) => {
+                    d.text("searched", "true").open("partitions");
+                    for (name, hits) in &f.hits {
+                        d.open("partition").text("name", name);
+                        candidates(&mut d, hits);
+                        d.close("partition");
+                    }
+                    d.close("partitions");
+                }
+                Err(why) => {
+                    d.text("searched", "false").text("not_searched", why.name());
+                }
+            }
+            d.close("face");
+        }
+        d.close("faces");
+    }
+    d.text("model_id", model_id).close("IdentifyResponse");
     d.finish()
 }
 

@@ -264,6 +264,67 @@ async fn every_error_row_of_the_contract() {
             404,
             "NOT_FOUND",
         ),
+        ("/api/v1/identify", raw("{not json"), 400, "INVALID_REQUEST"),
+        (
+            "/api/v1/identify",
+            serde_json::json!({"image": obama, "max_faces": 0}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/identify",
+            serde_json::json!({"image": obama, "max_faces": 21}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/identify",
+            serde_json::json!({"image": obama, "partitions": []}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/identify",
+            serde_json::json!({"image": obama, "partitions": ["default", "../etc"]}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/identify",
+            serde_json::json!({"image": obama, "partitions": ["default", "nowhere"]}),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "/api/v1/identify",
+            serde_json::json!({"image": b64(&truncated)}),
+            400,
+            "DECODE_FAILED",
+        ),
+        (
+            "/api/v1/identify",
+            serde_json::json!({"image": b64(&bomb)}),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "/api/v1/webhooks",
+            serde_json::json!({"url": "ftp://127.0.0.1/hook"}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/webhooks",
+            serde_json::json!({"url": "http://169.254.169.254/latest/meta-data"}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/api/v1/webhooks",
+            serde_json::json!({"url": "http://127.0.0.1:9/hook", "events": ["everything"]}),
+            400,
+            "INVALID_REQUEST",
+        ),
         ("/api/v1/nothing", serde_json::json!({}), 404, "NOT_FOUND"),
     ];
     for (path, body, want, code) in cases {

@@ -69,7 +69,15 @@ impl Seen {
     }
 }
 
-const BIOMETRIC: [&str; 4] = ["/api/v1/search", "/api/v1/verify", "/api/v1/enrol", "/api/v1/delete"];
+/// The POST routes that read a body.
+const BODY_ROUTES: [&str; 6] = [
+    "/api/v1/search",
+    "/api/v1/verify",
+    "/api/v1/enrol",
+    "/api/v1/delete",
+    "/api/v1/identify",
+    "/api/v1/webhooks",
+];
 
 async fn send<S, B>(svc: &S, seen: &mut Seen, path: &str, method: &str, body: &serde_json::Value, key: Option<&str>) -> u16
 where
@@ -87,7 +95,7 @@ where
         req = req.insert_header(("X-API-Key", k));
     }
     let status = test::call_service(svc, req.to_request()).await.status().as_u16();
-    seen.add(path, method, status);
+    seen.add(path.split('?').next().unwrap_or(path), method, status);
     status
 }
 
@@ -96,6 +104,8 @@ fn body_for(path: &str, image: &str, subject: &str, partition: &str) -> serde_js
     match path {
         "/api/v1/search" => serde_json::json!({"image": image, "partition": partition}),
         "/api/v1/delete" => serde_json::json!({"subject_id": subject, "partition": partition}),
+        "/api/v1/identify" => serde_json::json!({"image": image, "partitions": [partition]}),
+        "/api/v1/webhooks" => serde_json::json!({"url": "http://127.0.0.1:9/hook", "partition": partition}),
         _ => serde_json::json!({"image": image, "subject_id": subject, "partition": partition}),
     }
 }
@@ -131,43 +141,60 @@ async fn every_documented_refusal_is_one_the_route_gives() {
         for (path, method) in facegate::app::ROUTES {
             let method = method.as_str();
             send(&svc, &mut seen, path, method, &serde_json::json!({}), None).await;
-            let other = if method == "GET" { "POST" } else { "GET" };
-            // The route's 405: asked with the method it does not take.
+            // The route's 405: asked with a method no route takes.
             let status = send(
                 &svc,
                 &mut Seen::default(),
                 path,
-                other,
+                "PATCH",
                 &serde_json::json!({}),
                 Some("reader-key-0123456789"),
             )
             .await;
             seen.add(path, method, status);
         }
-        let (r, w) = (Some("reader-key-0123456789"), Some("writer-key-0123456789"));
-        for path in ["/api/v1/search", "/api/v1/verify"] {
+        let (r, w, a) = (
+            Some("reader-key-0123456789"),
+            Some("writer-key-0123456789"),
+            Some("admin-key-01234567890"),
+        );
+        for path in ["/api/v1/search", "/api/v1/verify", "/api/v1/identify"] {
             send(&svc, &mut seen, path, "POST", &body_for(path, &obama, "obama", "default"), w).await;
         }
         for path in ["/api/v1/enrol", "/api/v1/delete"] {
             send(&svc, &mut seen, path, "POST", &body_for(path, &obama, "obama", "default"), r).await;
         }
-        send(&svc, &mut seen, "/metrics", "GET", &serde_json::json!({}), r).await;
-        send(&svc, &mut seen, "/api/v1/audit", "GET", &serde_json::json!({}), r).await;
-        let status = send(
+        send(
             &svc,
-            &mut Seen::default(),
-            "/api/v1/audit?limit=0",
-            "GET",
-            &serde_json::json!({}),
-            Some("admin-key-01234567890"),
+            &mut seen,
+            "/api/v1/webhooks",
+            "POST",
+            &body_for("/api/v1/webhooks", "", "", "default"),
+            r,
         )
         .await;
-        seen.add("/api/v1/audit", "GET", status);
-        for path in BIOMETRIC {
-            let key = if path.ends_with("search") || path.ends_with("verify") {
-                r
-            } else {
-                w
+        send(&svc, &mut seen, "/api/v1/webhooks", "GET", &serde_json::json!({}), r).await;
+        send(&svc, &mut seen, "/api/v1/webhooks?id=wh_1", "DELETE", &serde_json::json!({}), r).await;
+        send(&svc, &mut seen, "/api/v1/webhooks", "DELETE", &serde_json::json!({}), a).await;
+        send(
+            &svc,
+            &mut seen,
+            "/api/v1/webhooks?id=wh_nowhere",
+            "DELETE",
+            &serde_json::json!({}),
+            a,
+        )
+        .await;
+        let nowhere = serde_json::json!({"image": obama, "partitions": ["nowhere"]});
+        send(&svc, &mut seen, "/api/v1/identify", "POST", &nowhere, r).await;
+        send(&svc, &mut seen, "/metrics", "GET", &serde_json::json!({}), r).await;
+        send(&svc, &mut seen, "/api/v1/audit", "GET", &serde_json::json!({}), r).await;
+        send(&svc, &mut seen, "/api/v1/audit?limit=0", "GET", &serde_json::json!({}), a).await;
+        for path in BODY_ROUTES {
+            let key = match path {
+                "/api/v1/search" | "/api/v1/verify" | "/api/v1/identify" => r,
+                "/api/v1/webhooks" => a,
+                _ => w,
             };
             send(&svc, &mut seen, path, "POST", &serde_json::Value::String("{not json".into()), key).await;
         }
@@ -222,6 +249,7 @@ async fn every_documented_refusal_is_one_the_route_gives() {
         cfg.server.max_body_bytes = 1 << 20;
         cfg.server.body_budget_bytes = 1 << 20;
         cfg.server.overload_delay_ms = 0;
+        cfg.webhooks.max_subscriptions_per_partition = 1;
         let svc = service!(cfg);
         assert_eq!(
             send(
@@ -235,13 +263,18 @@ async fn every_documented_refusal_is_one_the_route_gives() {
             .await,
             200
         );
-        for path in ["/api/v1/search", "/api/v1/verify", "/api/v1/enrol"] {
+        for path in ["/api/v1/search", "/api/v1/verify", "/api/v1/enrol", "/api/v1/identify"] {
             send(&svc, &mut seen, path, "POST", &body_for(path, &obama, "old", "legacy"), None).await;
             let big = body_for(path, &"A".repeat(500_000), "obama", "default");
             send(&svc, &mut seen, path, "POST", &big, None).await;
             let blur = body_for(path, &b64(&blurred()), "obama", "default");
             send(&svc, &mut seen, path, "POST", &blur, None).await;
         }
+        let hook = body_for("/api/v1/webhooks", "", "", "default");
+        assert_eq!(send(&svc, &mut seen, "/api/v1/webhooks", "POST", &hook, None).await, 201);
+        send(&svc, &mut seen, "/api/v1/webhooks", "POST", &hook, None).await;
+        let huge = serde_json::json!({"url": "h".repeat(2 << 20)});
+        send(&svc, &mut seen, "/api/v1/webhooks", "POST", &huge, None).await;
 
         let (_sender, stalled) = actix_http::h1::Payload::create(false);
         let hold = test::TestRequest::post()
@@ -254,7 +287,7 @@ async fn every_documented_refusal_is_one_the_route_gives() {
         let probes = async {
             // The stalled upload takes the budget first.
             actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
-            for path in BIOMETRIC {
+            for path in BODY_ROUTES {
                 send(&svc, &mut refused, path, "POST", &body_for(path, &obama, "obama", "default"), None).await;
             }
         };
@@ -296,7 +329,7 @@ async fn every_documented_refusal_is_one_the_route_gives() {
         let mut cfg = config(tmp.path());
         cfg.server.body_timeout_secs = 1;
         let svc = service!(cfg);
-        for path in BIOMETRIC {
+        for path in BODY_ROUTES {
             let (mut sender, payload) = actix_http::h1::Payload::create(false);
             sender.feed_data(actix_web::web::Bytes::from_static(b"{\"image\": \"AAAA"));
             let req = test::TestRequest::post()

@@ -12,4 +12,4 @@ pub mod pool;
 pub use directory::{GalleryConfig, GalleryDirectory};
 pub use error::GalleryError;
 pub use gallery::{Candidate, IndexKind, PartitionStatus};
-pub use pool::{PipelinePool, PoolConfig, PoolError};
+pub use pool::{FrameAnalysis, PipelinePool, PoolConfig, PoolError};

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use facegate_models::{
+    decode::DecodeError,
+    detect::Face,
     manifest::VerifiedFile,
-    pipeline::ModelHealth,
+    pipeline::{FaceReport, Frame, ModelHealth},
     runtime::{self, RuntimeInfo},
     Analysis, ModelError, Pipeline, PipelineConfig, Purpose,
 };
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -54,6 +57,37 @@ impl Message for Analyze {
     type Result = Result<Analysis, PoolError>;
 }
 
+/// Decode a frame and detect every face in it (identify's one detector pass).
+struct DetectFrame {
+    bytes: Vec<u8>,
+}
+
+impl Message for DetectFrame {
+    type Result = Result<Result<Frame, DecodeError>, PoolError>;
+}
+
+/// One face of a detected frame through align, PAD, quality and embed.
+struct AnalyzeFace {
+    frame: Arc<Frame>,
+    face: Face,
+    purpose: Purpose,
+}
+
+impl Message for AnalyzeFace {
+    type Result = Result<FaceReport, PoolError>;
+}
+
+/// Every face of a frame, analysed.
+#[derive(Debug, Clone)]
+pub struct FrameAnalysis {
+    /// Faces the detector found, whether or not they were analysed.
+    pub detected: usize,
+    /// The `max_faces` largest, largest first.
+    pub faces: Vec<FaceReport>,
+    /// The frame's decode and detection (each face's own stages are in its report).
+    pub timings: facegate_models::StageTimings,
+}
+
 struct Probe;
 
 impl Message for Probe {
@@ -83,6 +117,41 @@ impl Handler<Analyze> for PipelineWorker {
                 Err(PoolError::WorkerFailed)
             }
         }
+    }
+}
+
+/// Runs `f` on the worker's pipeline; a panic restarts the worker with fresh sessions.
+fn guarded<T>(
+    worker: &mut PipelineWorker,
+    ctx: &mut SyncContext<PipelineWorker>,
+    f: impl FnOnce(&mut Pipeline) -> Result<T, ModelError>,
+) -> Result<T, PoolError> {
+    let Some(pipeline) = worker.pipeline.as_mut() else {
+        return Err(PoolError::WorkerFailed);
+    };
+    match catch_unwind(AssertUnwindSafe(|| f(pipeline))) {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::error!("pipeline worker panicked; restarting it with fresh sessions");
+            ctx.stop();
+            Err(PoolError::WorkerFailed)
+        }
+    }
+}
+
+impl Handler<DetectFrame> for PipelineWorker {
+    type Result = Result<Result<Frame, DecodeError>, PoolError>;
+
+    fn handle(&mut self, msg: DetectFrame, ctx: &mut Self::Context) -> Self::Result {
+        guarded(self, ctx, |p| p.detect_frame(&msg.bytes))
+    }
+}
+
+impl Handler<AnalyzeFace> for PipelineWorker {
+    type Result = Result<FaceReport, PoolError>;
+
+    fn handle(&mut self, msg: AnalyzeFace, ctx: &mut Self::Context) -> Self::Result {
+        guarded(self, ctx, |p| p.analyze_face(&msg.frame.image, &msg.face, msg.purpose))
     }
 }
 
@@ -219,6 +288,46 @@ impl PipelinePool {
             .send(Analyze { bytes, purpose })
             .await
             .map_err(|_| PoolError::WorkerFailed)?
+    }
+
+    /// Every face of a frame: one detector pass, then the `max_faces` largest faces, each a
+    /// job of its own for the workers. The frame holds one place in the pipeline, like any
+    /// request; at most one job per worker of this frame is queued at a time, so the faces
+    /// run in parallel across the workers while another request's job waits behind at most
+    /// one of them per worker, never behind the whole frame.
+    pub async fn identify(
+        &self,
+        bytes: Vec<u8>,
+        purpose: Purpose,
+        max_faces: usize,
+    ) -> Result<Result<FrameAnalysis, DecodeError>, PoolError> {
+        let _permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| PoolError::Overloaded(self.max_inflight))?;
+        let frame = match self.addr.send(DetectFrame { bytes }).await.map_err(|_| PoolError::WorkerFailed)?? {
+            Ok(frame) => frame,
+            Err(e) => return Ok(Err(e)),
+        };
+        let detected = frame.faces.len();
+        let chosen: Vec<Face> = frame.faces.iter().take(max_faces).cloned().collect();
+        let timings = frame.timings.clone();
+        let frame = Arc::new(frame);
+        let reports: Vec<Result<FaceReport, PoolError>> = futures_util::stream::iter(chosen)
+            .map(|face| {
+                let job = self.addr.send(AnalyzeFace {
+                    frame: frame.clone(),
+                    face,
+                    purpose,
+                });
+                async move { job.await.map_err(|_| PoolError::WorkerFailed).and_then(|r| r) }
+            })
+            .buffered(self.info.workers.max(1))
+            .collect()
+            .await;
+        let faces = reports.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(Ok(FrameAnalysis { detected, faces, timings }))
     }
 
     /// Every model's health from a real forward pass, re-probed at most every 5 s.

@@ -26,6 +26,32 @@ pub struct PipelineConfig {
     pub quality: QualityConfig,
     pub pad: PadConfig,
     pub mad: MadConfig,
+    pub identify: IdentifyConfig,
+}
+
+/// Every face of a frame (`POST /api/v1/identify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentifyConfig {
+    /// Faces analysed when the request names no `max_faces`.
+    pub default_max_faces: usize,
+    /// The largest `max_faces` a request may ask for: each face costs a PAD, quality and
+    /// recognizer run, so this bounds the work one frame can demand.
+    pub max_faces_ceiling: usize,
+    /// A face whose box is narrower or shorter than this, in the frame's pixels, is
+    /// reported `too_small` and not searched: the recognizer's 112 px crop would be an
+    /// upscaled blur of it.
+    pub min_face_px: u32,
+}
+
+impl Default for IdentifyConfig {
+    fn default() -> Self {
+        Self {
+            default_max_faces: 10,
+            max_faces_ceiling: 20,
+            min_face_px: 24,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +235,7 @@ impl Default for PipelineConfig {
             quality: QualityConfig::default(),
             pad: PadConfig::default(),
             mad: MadConfig::default(),
+            identify: IdentifyConfig::default(),
         }
     }
 }
@@ -322,6 +349,12 @@ impl PipelineConfig {
         if !(-1.0..=1.0).contains(&self.recognizer.verify_threshold) {
             return Err(ModelError::Config(
                 "pipeline.recognizer.verify_threshold must be within -1..1".into(),
+            ));
+        }
+        let id = &self.identify;
+        if id.max_faces_ceiling == 0 || id.default_max_faces == 0 || id.default_max_faces > id.max_faces_ceiling {
+            return Err(ModelError::Config(
+                "pipeline.identify.default_max_faces must be within 1..=pipeline.identify.max_faces_ceiling".into(),
             ));
         }
         if self.detector.max_side < 64 {

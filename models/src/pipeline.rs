@@ -21,6 +21,9 @@ use crate::{
     ModelError,
 };
 
+mod identify;
+pub use identify::{FaceReport, Frame, NotSearched};
+
 /// Why a photo is analysed: MAD and the ambiguity check apply to enrolment only, and each
 /// purpose has its own quality and PAD thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

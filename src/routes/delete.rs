@@ -3,10 +3,11 @@ use facegate_actors::names;
 use serde::Deserialize;
 
 use crate::{
-    app::AppState,
+    app::{self, AppState},
     audit::Operation,
     auth::{Authed, Enrol},
     error::ApiError,
+    events::Event,
     xml,
 };
 
@@ -54,6 +55,17 @@ pub async fn handle(
     let mut audit = state.audit.entry(&req, &started.caller.caller, Operation::Delete, &partition)?;
     audit.subject(&r.subject_id, None);
     let outcome = state.gallery.delete(&partition, &r.subject_id).await;
+    if outcome.is_ok() {
+        let request_id = app::request_id(&req);
+        state
+            .events
+            .publish(Event::Deleted {
+                partition: &partition,
+                subject_id: &r.subject_id,
+                request_id: &request_id,
+            })
+            .await;
+    }
     audit
         .finish(outcome.map(|()| super::xml(xml::delete(&r.subject_id))).map_err(ApiError::from))
         .await

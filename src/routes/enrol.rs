@@ -2,11 +2,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use facegate_models::Purpose;
 
 use crate::{
-    app::AppState,
+    app::{self, AppState},
     audit::Operation,
     auth::{Authed, Enrol},
     collision,
     error::ApiError,
+    events::Event,
     xml,
 };
 
@@ -54,6 +55,17 @@ pub async fn handle(
             .gallery
             .enrol(&partition, &subject, face.vector, &face.model_id, face.quality)
             .await?;
+        // The template is durable: the event is queued before the answer, never instead of it.
+        let request_id = app::request_id(&req);
+        state
+            .events
+            .publish(Event::Enrolled {
+                partition: &partition,
+                subject_id: &subject,
+                quality: face.quality,
+                request_id: &request_id,
+            })
+            .await;
         let mut res = super::xml(xml::enrol(&subject, face.quality, &face.model_id));
         if let Some(c) = flagged {
             if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&c.describe()) {

@@ -1,15 +1,18 @@
 //! One module per resource; handlers only translate between HTTP and the engine.
 
 pub mod audit;
+pub mod console;
 pub mod delete;
 pub mod enrol;
 pub mod health;
+pub mod identify;
 pub mod metrics;
 pub mod openapi;
 pub mod partitions;
 pub mod search;
 pub mod stats;
 pub mod verify;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -30,7 +33,8 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 /// The answer to a known path with a method it does not take: 405 naming the one it does.
-pub fn wrong_method(allow: actix_web::http::Method) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
+pub fn wrong_method(allow: &str) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
+    let allow = allow.to_string();
     move || {
         std::future::ready(Err(ApiError::MethodNotAllowed {
             message: format!("this endpoint takes {allow} only"),
@@ -130,6 +134,34 @@ pub async fn start<'a, R: Needs>(
 }
 
 impl<R: Needs> Started<'_, R> {
+    /// The partitions of a request that names several (identify): the body's list, or the
+    /// query's one partition, or "default"; each name checked and each against the key's
+    /// rights before any is looked up. A query partition must be in the body's list.
+    pub fn partitions(&self, in_body: Option<Vec<String>>, max: usize) -> Result<Vec<String>, ApiError> {
+        let list = match (in_body, &self.query_partition) {
+            (Some(list), Some(q)) if !list.contains(q) => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "partition {q:?} of the query is not in the body's partitions"
+                )))
+            }
+            (Some(list), _) => list,
+            (None, Some(q)) => vec![q.clone()],
+            (None, None) => vec![default_partition()],
+        };
+        if list.is_empty() || list.len() > max {
+            return Err(ApiError::InvalidRequest(format!("partitions must list 1 to {max} partitions")));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(list.len());
+        for p in list {
+            names::validate_partition(&p)?;
+            self.caller.require(&p)?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// The JSON body, naming what is wrong (missing field, wrong type, where).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         body::json(&self.body.bytes)

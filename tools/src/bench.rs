@@ -96,6 +96,22 @@ pub enum BenchSet {
         #[arg(long, default_value_t = 15)]
         seconds: u64,
     },
+    /// Watchlist figures on the real server binary (spawned on loopback with a scratch data
+    /// directory): identify on a five-face frame against a one-face search, webhook delivery
+    /// delay after the answer, and events lost across kill -9 cycles.
+    Watch {
+        /// The facegate binary (default: beside this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Timed requests per measurement.
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        #[arg(long, default_value_t = 10)]
+        cycles: usize,
+        /// Pipeline workers of the server.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
 }
 
 type AnyError = Box<dyn std::error::Error>;
@@ -138,6 +154,17 @@ pub fn run(set: BenchSet) -> Result<(), AnyError> {
             concurrency,
             seconds,
         } => load(&server, api_key, &photos, &partition, &subject, &concurrency, seconds),
+        BenchSet::Watch {
+            binary,
+            runs,
+            cycles,
+            workers,
+        } => crate::watch::run(&crate::watch::Watch {
+            binary,
+            runs,
+            cycles,
+            workers,
+        }),
         BenchSet::Abuse {
             server,
             pid,

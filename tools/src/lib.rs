@@ -9,3 +9,4 @@ pub mod enrol_dir;
 pub mod eval;
 pub mod faces;
 pub mod photo_sets;
+pub mod watch;
