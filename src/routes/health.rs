@@ -9,7 +9,8 @@ use crate::{app::AppState, auth::Optional, config::Right};
 ///
 /// Anyone (load balancers, probes) gets the seed's body: status and components, nothing
 /// about tenants. A key with the admin right also gets the detail: the partitions it may
-/// see with their status, the runtime and the MAD model.
+/// see with their status (and why one is degraded), the runtime, the MAD model and whether
+/// templates are encrypted at rest.
 pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> HttpResponse {
     let models = state.pool.health().await;
     let gallery = state.gallery.clone();
@@ -46,6 +47,20 @@ pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> H
             json!({ "onnxruntime": runtime.version, "execution_provider": runtime.provider, "requested_provider": runtime.requested });
         body["mad"] = json!(info.mad);
         body["partitions"] = json!(partitions);
+        let degraded: serde_json::Map<String, serde_json::Value> = state
+            .gallery
+            .info()
+            .into_iter()
+            .filter(|p| caller.may_see(&p.name))
+            .filter_map(|p| Some((p.name, json!(p.reason?))))
+            .collect();
+        if !degraded.is_empty() {
+            body["degraded"] = json!(degraded);
+        }
+        body["encryption"] = match state.gallery.master_key() {
+            Some(m) => json!({ "mode": "on", "cipher": "xchacha20poly1305", "master_key": m.id() }),
+            None => json!({ "mode": "off", "warning": "templates and index snapshots are stored in plaintext" }),
+        };
     }
     if healthy {
         HttpResponse::Ok().json(body)
