@@ -212,7 +212,7 @@ mod tests {
         let back = b.unwrap(&wrapped, "staff").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.raw(), dk.raw());
         assert!(a.unwrap(&wrapped, "guests").is_err(), "a wrapped key is bound to its partition");
-        let other = MasterKey::parse(&*MasterKey::generate_hex().as_bytes(), MasterKeySource::Env).unwrap_or_else(|e| panic!("{e}"));
+        let other = MasterKey::parse(MasterKey::generate_hex().as_bytes(), MasterKeySource::Env).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(other.id(), a.id());
         assert!(other.unwrap(&wrapped, "staff").is_err());
     }
