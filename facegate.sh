@@ -66,6 +66,20 @@ setup() {
     build
 }
 
+# Templates are encrypted at rest by default and the service refuses to start without a
+# master key: a first `serve` with none configured makes .facegate/master.key (0600). Keep a
+# copy elsewhere: without it the gallery cannot be read.
+master_key() {
+    if [ -z "${FACEGATE_MASTER_KEY:-}" ] && [ -z "${FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE:-}" ] \
+        && [[ " $* " != *" --config "* ]]; then
+        if [ ! -f .facegate/master.key ]; then
+            mkdir -p .facegate
+            cargo run --release --quiet --bin facegate -- keys new --out .facegate/master.key
+        fi
+        export FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE="$PWD/.facegate/master.key"
+    fi
+}
+
 # FAISS with OpenMP/OpenBLAS thread pools spinning beside busy request threads measured
 # 4-8x slower: parallelism comes from concurrent requests instead.
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1
@@ -74,6 +88,7 @@ case "${1:-}" in
     serve)
         setup
         shift
+        master_key "$@"
         exec cargo run --release --quiet --bin facegate -- serve "$@"
         ;;
     test)

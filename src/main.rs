@@ -28,9 +28,50 @@ enum Command {
     Serve,
     /// Check the configuration and every model file, run each model once, and exit.
     Check,
+    /// The master key and the partitions' data keys (run while the service is stopped).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Whole partitions (run while the service is stopped).
+    Partitions {
+        #[command(subcommand)]
+        command: PartitionsCommand,
+    },
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new random master key (64 hex digits) to a new file, readable by its owner only.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Wrap every partition's data key under a new master key; the templates are not
+    /// re-encrypted. Then point gallery.encryption.master_key_file (or FACEGATE_MASTER_KEY) at it.
+    Rewrap {
+        #[arg(long)]
+        new_master_key_file: PathBuf,
+    },
+    /// Re-encrypt one partition's templates under a fresh data key.
+    Rekey {
+        #[arg(long)]
+        partition: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartitionsCommand {
+    /// Delete a partition: its data key and rows are erased first (crypto-shredding), then its files.
+    Drop {
+        name: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,6 +99,8 @@ fn main() -> ExitCode {
         Command::Serve => serve(cfg),
         Command::Check => check(cfg),
         Command::Audit(AuditCommand::Verify { data_dir }) => return audit_verify(&data_dir.unwrap_or(cfg.gallery.data_dir)),
+        Command::Keys { command } => keys(cfg, command),
+        Command::Partitions { command } => partitions(cfg, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +169,14 @@ fn start(cfg: Config) -> Result<std::sync::Arc<AppState>, AnyError> {
         }
     }
     tracing::info!(policy = ?state.cfg.collision.policy, threshold = %format!("{:.3}", state.cfg.collision.threshold), also_search = ?state.cfg.collision.also_search, "identity-collision check at enrolment");
+    match state.gallery.master_key() {
+        Some(m) => {
+            tracing::info!(master_key = %m.id(), source = %m.source(), cipher = "XChaCha20-Poly1305", "templates and index snapshots are encrypted at rest under per-partition data keys")
+        }
+        None => tracing::warn!(
+            "encryption at rest is OFF (gallery.encryption.mode = \"off\"): templates and index snapshots are stored in plaintext"
+        ),
+    }
     match &info.mad {
         Some(m) => tracing::info!(model = %m.version, threshold = %format!("{:.4}", m.threshold), "MAD gate at enrolment"),
         None => tracing::warn!("no MAD model configured: the morphing-attack gate passes every enrolment (health: onnx_mad false)"),
@@ -145,7 +196,67 @@ fn check(cfg: Config) -> Result<(), AnyError> {
     })
 }
 
+fn keys(cfg: Config, command: KeysCommand) -> Result<(), AnyError> {
+    use facegate_actors::seal::{admin, MasterKey};
+    match command {
+        KeysCommand::New { out } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            let key = MasterKey::generate_hex();
+            f.write_all(key.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            let id = MasterKey::parse(key.as_bytes(), facegate_actors::seal::MasterKeySource::File(out.clone()))?;
+            println!(
+                "master key {} written to {} (keep a copy: without it the gallery cannot be read)",
+                id.id(),
+                out.display()
+            );
+        }
+        KeysCommand::Rewrap { new_master_key_file } => {
+            let _lock = admin::lock_data_dir(&cfg.gallery.data_dir)?;
+            let new = MasterKey::from_file(&new_master_key_file)?;
+            for line in admin::rewrap(&cfg.gallery, &new)? {
+                println!("{line}");
+            }
+            println!(
+                "done: set gallery.encryption.master_key_file = {:?} (or FACEGATE_MASTER_KEY) before the next start",
+                new_master_key_file
+            );
+        }
+        KeysCommand::Rekey { partition } => {
+            let _lock = admin::lock_data_dir(&cfg.gallery.data_dir)?;
+            let n = admin::rekey(&cfg.gallery, &partition)?;
+            println!("{partition}: {n} templates re-encrypted under a fresh data key");
+        }
+    }
+    Ok(())
+}
+
+fn partitions(cfg: Config, command: PartitionsCommand) -> Result<(), AnyError> {
+    use facegate_actors::seal::admin;
+    match command {
+        PartitionsCommand::Drop { name, yes } => {
+            if !yes {
+                return Err(format!("dropping partition {name:?} destroys its key and every template: add --yes").into());
+            }
+            let _lock = admin::lock_data_dir(&cfg.gallery.data_dir)?;
+            admin::drop_partition(&cfg.gallery, &name)?;
+            println!("{name}: data key and templates erased, files removed");
+        }
+    }
+    Ok(())
+}
+
 fn serve(cfg: Config) -> Result<(), AnyError> {
+    // One server per data directory; the key and partition commands wait for it to stop.
+    let _lock = facegate_actors::seal::admin::lock_data_dir(&cfg.gallery.data_dir)?;
     actix_web::rt::System::new().block_on(async move {
         let mut host = cfg.server.host.clone();
         let loopback = host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(host == "localhost");

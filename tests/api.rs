@@ -418,7 +418,7 @@ async fn partitions_never_mix_models() {
         // A partition written earlier by another recognizer, through the gallery's own API.
         let cfg = facegate_actors::GalleryConfig {
             data_dir: tmp.path().to_path_buf(),
-            ..Default::default()
+            ..config(tmp.path()).gallery
         };
         let g = facegate_actors::GalleryDirectory::open(cfg, 512).unwrap_or_else(|e| panic!("{e}"));
         g.enrol("legacy", "old", vec![1.0 / (512f32).sqrt(); 512], "arcface-w600k-r50", 0.9)

@@ -346,6 +346,7 @@ fn spawn(data: &Path, port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_facegate"))
         .arg("serve")
         .env("FACEGATE__GALLERY__DATA_DIR", data)
+        .env("FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE", common::master_key_file(data))
         .env("FACEGATE__SERVER__PORT", port.to_string())
         .env("FACEGATE__POOL__WORKERS", "2")
         .env("FACEGATE__COLLISION__POLICY", "off")

@@ -44,6 +44,7 @@ fn the_console_enrols_searches_and_shows_the_candidate_in_chromium() {
         .args(["serve", "--config"])
         .arg(&config)
         .env("FACEGATE__GALLERY__DATA_DIR", tmp.path().join("data"))
+        .env("FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE", master_key_file(tmp.path()))
         .env("FACEGATE__SERVER__PORT", port.to_string())
         .env("FACEGATE__POOL__WORKERS", "1")
         .env("OMP_NUM_THREADS", "1")
@@ -79,4 +80,13 @@ fn the_console_enrols_searches_and_shows_the_candidate_in_chromium() {
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("screenshot {}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
     println!("screenshot: {}", shot.display());
+}
+
+/// A master key for the spawned server's gallery (encryption at rest is on by default).
+fn master_key_file(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("test-master.key");
+    std::fs::write(&path, "5a".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("{e}"));
+    path
 }

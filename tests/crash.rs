@@ -35,10 +35,30 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The same master key for every start on `data` (tests only keep it beside the partitions).
+fn master_key_file(data: &std::path::Path) -> std::path::PathBuf {
+    let path = data.join("test-master.key");
+    if !path.exists() {
+        std::fs::create_dir_all(data).unwrap_or_else(|e| panic!("{e}"));
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(facegate_actors::seal::MasterKey::generate_hex().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    path
+}
+
 fn start(data: &std::path::Path, port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_facegate"))
         .arg("serve")
         .env("FACEGATE__GALLERY__DATA_DIR", data)
+        .env("FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE", master_key_file(data))
         .env("FACEGATE__SERVER__PORT", port.to_string())
         .env("FACEGATE__POOL__WORKERS", "2")
         // One photo under many subjects is what this test writes: the collision check would

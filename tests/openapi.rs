@@ -235,7 +235,7 @@ async fn every_documented_refusal_is_one_the_route_gives() {
         {
             let cfg = facegate_actors::GalleryConfig {
                 data_dir: tmp.path().to_path_buf(),
-                ..Default::default()
+                ..config(tmp.path()).gallery
             };
             let g = facegate_actors::GalleryDirectory::open(cfg, 512).unwrap_or_else(|e| panic!("{e}"));
             g.enrol("legacy", "old", vec![1.0 / (512f32).sqrt(); 512], "arcface-w600k-r50", 0.9)

@@ -365,6 +365,10 @@ fn no_event_is_lost_when_the_server_is_killed_between_answer_and_delivery() {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
             .arg("serve")
             .env("FACEGATE__GALLERY__DATA_DIR", data.path())
+            .env(
+                "FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE",
+                common::master_key_file(data.path()),
+            )
             .env("FACEGATE__SERVER__PORT", port.to_string())
             .env("FACEGATE__POOL__WORKERS", "1")
             .env("FACEGATE__COLLISION__POLICY", "off")

@@ -12,6 +12,7 @@ use crate::gallery::{store, Applied, Candidate, Close, GalleryActor, IndexKind, 
 #[cfg(feature = "test-hooks")]
 use crate::gallery::{InjectFault, Stall};
 use crate::names::{validate_partition, validate_subject};
+use crate::seal::{EncryptionConfig, MasterKey};
 use crate::GalleryError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +35,8 @@ pub struct GalleryConfig {
     /// Create the gallery's files and directories readable by this user only (0600 /
     /// 0700: the process umask becomes 077); false keeps the umask the service started with.
     pub private_files: bool,
+    /// Templates and index snapshots sealed at rest (`[gallery.encryption]`).
+    pub encryption: EncryptionConfig,
 }
 
 impl Default for GalleryConfig {
@@ -47,6 +50,7 @@ impl Default for GalleryConfig {
             lsh_rerank: 32.0,
             approx_min_templates: 100_000,
             private_files: true,
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -77,11 +81,14 @@ pub struct PartitionInfo {
     pub status: PartitionStatus,
     pub subjects: Option<usize>,
     pub templates: Option<usize>,
+    /// Why it is degraded (its last load error).
+    pub reason: Option<String>,
 }
 
 pub struct GalleryDirectory {
     cfg: GalleryConfig,
     dim: usize,
+    master: Option<Arc<MasterKey>>,
     partitions: DashMap<String, Partition>,
 }
 
@@ -96,21 +103,37 @@ impl GalleryDirectory {
         }
         std::fs::create_dir_all(&cfg.data_dir)?;
         warn_if_readable_by_others(&cfg.data_dir);
-        let dir = Arc::new(Self {
-            cfg,
-            dim,
-            partitions: DashMap::new(),
-        });
-        for entry in std::fs::read_dir(&dir.cfg.data_dir)? {
+        let master = MasterKey::load(&cfg.encryption)
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .map(Arc::new);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&cfg.data_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if validate_partition(&name).is_ok() && entry.path().join(store::FILE_NAME).is_file() {
-                dir.start(&name);
+                names.push(name);
             } else if entry.path().is_dir() {
                 tracing::warn!(entry = %entry.path().display(), "ignoring a directory that is not a partition");
             }
         }
+        if let Some(m) = &master {
+            check_master_key(&cfg.data_dir, &names, m)?;
+        }
+        let dir = Arc::new(Self {
+            cfg,
+            dim,
+            master,
+            partitions: DashMap::new(),
+        });
+        for name in &names {
+            dir.start(name);
+        }
         Ok(dir)
+    }
+
+    /// The master key in use: None with encryption off.
+    pub fn master_key(&self) -> Option<&MasterKey> {
+        self.master.as_deref()
     }
 
     fn start(&self, name: &str) -> Partition {
@@ -123,6 +146,7 @@ impl GalleryDirectory {
                     self.dim,
                     self.cfg.max_templates_per_subject,
                     self.cfg.index_settings(),
+                    self.master.clone(),
                 );
                 // Each partition has its own thread: a slow fsync in one never delays another.
                 let arbiter = Arbiter::new();
@@ -166,6 +190,7 @@ impl GalleryDirectory {
                     status: e.shared.status(),
                     subjects: counts.map(|c| c.0),
                     templates: counts.map(|c| c.1),
+                    reason: e.shared.reason(),
                 }
             })
             .collect();
@@ -303,6 +328,35 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&shared))
         .await
         .unwrap_or_else(|_| Err(GalleryError::Unavailable(name)))
+}
+
+/// Start-up with a master key that opens none of the encrypted partitions stops here,
+/// before anything loads: it is the wrong key, not one damaged partition (which loads
+/// degraded, naming why, while the others serve).
+fn check_master_key(root: &Path, names: &[String], master: &MasterKey) -> std::io::Result<()> {
+    let (mut opened, mut refused) = (0usize, Vec::new());
+    for name in names {
+        match store::key_of(&root.join(name)) {
+            Ok(Some((wrapped_by, wrapped))) => match master.unwrap(&wrapped, name) {
+                Ok(_) => opened += 1,
+                Err(_) => refused.push(format!("{name} (wrapped under master key {wrapped_by})")),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(partition = %name, error = %e, "cannot read the partition's key; it will report degraded"),
+        }
+    }
+    if opened == 0 && !refused.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "the master key {} (from {}) opens none of the encrypted partitions: {}. Wrong master key: nothing was loaded",
+            master.id(),
+            master.source(),
+            refused.join(", ")
+        )));
+    }
+    for r in &refused {
+        tracing::error!(partition = %r, master_key = %master.id(), "this partition's data key does not open with the master key; it stays degraded");
+    }
+    Ok(())
 }
 
 /// Warn, naming one, when files or directories under the gallery can be read by other

@@ -8,6 +8,7 @@ mod error;
 pub mod gallery;
 pub mod names;
 pub mod pool;
+pub mod seal;
 
 pub use directory::{GalleryConfig, GalleryDirectory};
 pub use error::GalleryError;

@@ -16,11 +16,26 @@ fn unit(seed: u32) -> Vec<f32> {
     v.iter().map(|x| x / n).collect()
 }
 
+/// The default configuration on `dir`, encrypted under a master key kept in a file there
+/// (the same key on every call).
+fn keyed(dir: &std::path::Path) -> GalleryConfig {
+    let key = dir.join("test-master.key");
+    if !key.exists() {
+        std::fs::write(&key, facegate_actors::seal::MasterKey::generate_hex().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut cfg = GalleryConfig {
+        data_dir: dir.to_path_buf(),
+        ..GalleryConfig::default()
+    };
+    cfg.encryption.master_key_file = Some(key);
+    cfg
+}
+
 fn open(dir: &std::path::Path) -> Arc<GalleryDirectory> {
     let cfg = GalleryConfig {
         data_dir: dir.to_path_buf(),
         max_templates_per_subject: 3,
-        ..GalleryConfig::default()
+        ..keyed(dir)
     };
     GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -176,7 +191,7 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
         ivf_nlist: 4,
         ivf_nprobe: 2,
         approx_min_templates: 300,
-        ..GalleryConfig::default()
+        ..keyed(tmp.path())
     };
     let g = big_partition(cfg).await;
     for i in [0, 123, 399] {
@@ -235,7 +250,7 @@ async fn a_large_partition_reloads_as_lsh_with_exact_scores() {
         data_dir: tmp.path().to_path_buf(),
         index: facegate_actors::gallery::IndexKind::Lsh,
         approx_min_templates: 300,
-        ..GalleryConfig::default()
+        ..keyed(tmp.path())
     };
     let g = big_partition(cfg).await;
     for i in [0, 123, 399] {

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpResponse};
 use facegate_actors::PartitionStatus;
 use serde::Serialize;
+use serde_json::json;
 use utoipa::ToSchema;
 
 use super::openapi::WrongMethod;
@@ -41,6 +42,13 @@ pub struct Detail {
     /// The partitions the key may see, with their status (ready, loading, degraded).
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     partitions: BTreeMap<String, PartitionStatus>,
+    /// Why a partition the key may see cannot be served, when one cannot.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    degraded: BTreeMap<String, String>,
+    /// Whether templates and index snapshots are encrypted at rest: mode, cipher and the
+    /// master key's fingerprint, or mode off with a warning.
+    #[schema(value_type = Object)]
+    encryption: serde_json::Value,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -62,7 +70,9 @@ pub struct Mad {
 /// write to the data directory); 503 if any required one fails. Anyone (load balancers,
 /// probes) gets status and components, nothing about tenants. A key with the admin right
 /// (or any caller when no keys are configured) also gets model_id, runtime, mad (the MAD
-/// model's version and threshold) and partitions (those the key may see, with their status).
+/// model's version and threshold), partitions (those the key may see, with their status),
+/// degraded (why one of them cannot be served) and encryption (whether templates are
+/// encrypted at rest).
 #[utoipa::path(
     get,
     path = "/api/v1/health",
@@ -101,6 +111,17 @@ pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> H
                 .filter(|p| caller.may_see(&p.name))
                 .map(|p| (p.name, p.status))
                 .collect(),
+            degraded: state
+                .gallery
+                .info()
+                .into_iter()
+                .filter(|p| caller.may_see(&p.name))
+                .filter_map(|p| Some((p.name, p.reason?)))
+                .collect(),
+            encryption: match state.gallery.master_key() {
+                Some(m) => json!({ "mode": "on", "cipher": "xchacha20poly1305", "master_key": m.id() }),
+                None => json!({ "mode": "off", "warning": "templates and index snapshots are stored in plaintext" }),
+            },
         }
     });
     let body = Health {

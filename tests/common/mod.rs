@@ -41,12 +41,34 @@ pub fn key(name: &str, key: &str, partitions: &[&str], rights: &[Right]) -> ApiK
     }
 }
 
+/// The app's configuration on `data`, encrypted under a fresh master key kept in a file
+/// beside the partitions (tests only: a real key lives elsewhere).
 pub fn config(data: &std::path::Path) -> Config {
     let mut cfg = Config::default();
     cfg.gallery.data_dir = data.to_path_buf();
+    cfg.gallery.encryption.master_key_file = Some(master_key_file(data));
     cfg.pool.workers = 1;
     cfg.resolve_paths();
     cfg
+}
+
+/// A master key file in `dir` (made once; the same key on every later call).
+pub fn master_key_file(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("test-master.key");
+    if !path.exists() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(facegate_actors::seal::MasterKey::generate_hex().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    path
 }
 
 pub async fn post<S, B: actix_web::body::MessageBody>(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+use facegate_actors::seal::{EncryptionConfig, EncryptionMode, MasterKey};
 use facegate_actors::{GalleryConfig, GalleryDirectory, IndexKind, PartitionStatus};
 
 #[derive(Subcommand)]
@@ -40,6 +41,14 @@ pub enum BenchSet {
         /// an audit record for each (as the enrol and search routes write them), side by side.
         #[arg(long)]
         audit: bool,
+        /// Encryption at rest measured, in order, each on its own scratch partition: "on"
+        /// (templates sealed, a fresh master key) and/or "off" (plaintext).
+        #[arg(long, value_delimiter = ',', default_value = "on")]
+        encryption: Vec<String>,
+        /// Subjects deleted after the inserts (durable deletes, each answered after its
+        /// erasure: secure_delete + WAL truncation), to measure the delete rate.
+        #[arg(long, default_value_t = 1000)]
+        deletes: usize,
     },
     /// Write synthetic templates straight into a partition's store (server stopped), so a
     /// load test runs against a gallery of a realistic size.
@@ -53,6 +62,12 @@ pub enum BenchSet {
         /// Must be the model the server runs (templates of other models are refused).
         #[arg(long, default_value = "arcface-w600k-mbf")]
         model_id: String,
+        /// The server's master key file (else FACEGATE_MASTER_KEY), so that it opens the partition.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+        /// "off": write plaintext, for a server run with gallery.encryption.mode = "off".
+        #[arg(long, default_value = "on")]
+        encryption: String,
     },
     /// End-to-end load over real HTTP against a running server: search and verify at each
     /// concurrency, then enrol. The enrol phase sends each photo under many subject ids: run
@@ -138,13 +153,22 @@ pub fn run(set: BenchSet) -> Result<(), AnyError> {
             dir,
             kinds,
             audit: _,
-        } => gallery(templates, queries, writers, (nlist, nprobe), dir, &kinds),
+            encryption,
+            deletes,
+        } => {
+            for mode in &encryption {
+                gallery(templates, queries, writers, (nlist, nprobe), dir.clone(), &kinds, mode, deletes)?;
+            }
+            Ok(())
+        }
         BenchSet::Seed {
             data_dir,
             partition,
             templates,
             model_id,
-        } => seed(&data_dir, &partition, templates, &model_id),
+            master_key_file,
+            encryption,
+        } => seed(&data_dir, &partition, templates, &model_id, master_key_file, &encryption),
         BenchSet::Load {
             server,
             api_key,
@@ -181,6 +205,19 @@ pub fn run(set: BenchSet) -> Result<(), AnyError> {
     }
 }
 
+/// `[gallery.encryption]` for "on" (with `key_file`) or "off".
+fn encryption(mode: &str, key_file: Option<PathBuf>) -> Result<EncryptionConfig, AnyError> {
+    Ok(EncryptionConfig {
+        mode: match mode {
+            "on" => EncryptionMode::On,
+            "off" => EncryptionMode::Off,
+            other => return Err(format!("--encryption: {other:?} is neither \"on\" nor \"off\"").into()),
+        },
+        master_key_file: key_file,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn gallery(
     templates: usize,
     queries: usize,
@@ -188,6 +225,8 @@ fn gallery(
     ivf: (Option<u32>, Option<u32>),
     dir: Option<PathBuf>,
     kinds: &[String],
+    mode: &str,
+    deletes: usize,
 ) -> Result<(), AnyError> {
     let (nlist, nprobe) = ivf;
     let mut rounds = Vec::new();
@@ -204,26 +243,39 @@ fn gallery(
         .tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let nlist = nlist.unwrap_or_else(|| ((4.0 * (templates as f64).sqrt()) as u32).clamp(16, 1024));
     let nprobe = nprobe.unwrap_or((nlist / 32).max(8));
+    let key_file = scratch.path().join("master.key");
+    std::fs::write(&key_file, MasterKey::generate_hex().as_bytes())?;
+    let data_dir = scratch.path().join("data");
     let base = GalleryConfig {
-        data_dir: scratch.path().to_path_buf(),
+        data_dir: data_dir.clone(),
         max_templates_per_subject: 1,
         ivf_nlist: nlist,
         ivf_nprobe: nprobe,
         approx_min_templates: 0,
+        encryption: encryption(mode, Some(key_file))?,
         ..GalleryConfig::default()
     };
     actix_web::rt::System::new().block_on(async move {
-        println!("gallery bench: {templates} templates of {DIM} floats, {queries} mated probes, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        println!("gallery bench, encryption {mode}: {templates} templates of {DIM} floats, {queries} mated probes, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
         let g = GalleryDirectory::open(base.clone(), DIM)?;
         let start = Instant::now();
         insert(&g, "bench", templates, writers, MODEL).await?;
         let secs = start.elapsed().as_secs_f64();
-        println!("insert: {:.0} durable templates/s ({templates} in {secs:.1} s, {writers} writers in flight, SQLite WAL synchronous=FULL, one fsync per batch)", templates as f64 / secs);
+        println!("insert (encryption {mode}): {:.0} durable templates/s ({templates} in {secs:.1} s, {writers} writers in flight, SQLite WAL synchronous=FULL, one fsync per batch)", templates as f64 / secs);
+        let deletes = deletes.min(templates / 2);
+        if deletes > 0 {
+            let start = Instant::now();
+            delete(&g, "bench", templates, deletes, writers).await?;
+            let secs = start.elapsed().as_secs_f64();
+            println!("delete (encryption {mode}): {:.0} durable erasures/s ({deletes} subjects in {secs:.2} s, {writers} in flight; each answered after secure_delete and the WAL truncated)", deletes as f64 / secs);
+            // The deleted subjects come back, so the search rounds see every template.
+            insert_range(&g, "bench", templates - deletes..templates, writers, MODEL).await?;
+        }
         g.close().await;
         drop(g);
         actix_web::rt::time::sleep(Duration::from_millis(500)).await;
-        let disk = dir_size(&scratch.path().join("bench"));
+        let disk = dir_size(&data_dir.join("bench"));
         println!("store on disk: {:.0} B per template", disk as f64 / templates as f64);
 
         let probes: Vec<(usize, Vec<f32>)> = (0..queries).map(|q| {
@@ -231,7 +283,7 @@ fn gallery(
             (i, mated_probe(i, q as u64))
         }).collect();
         let mut exact_top1: Vec<Option<String>> = Vec::new();
-        println!("{:<22} {:>9} {:>12} {:>10} {:>10} {:>9} {:>12}", "index", "start s", "RSS B/tmpl", "p50 ms", "p99 ms", "rank-1", "= exact top1");
+        println!("{:<22} {:>9} {:>12} {:>10} {:>10} {:>9} {:>12}", format!("index (encryption {mode})"), "start s", "RSS B/tmpl", "p50 ms", "p99 ms", "rank-1", "= exact top1");
         // IVF twice: trained from the store (then snapshotted), and restored from that snapshot.
         let mut ivf_rounds = 0;
         for kind in rounds {
@@ -287,16 +339,48 @@ pub(crate) fn subject(i: usize) -> String {
 }
 
 pub(crate) async fn insert(g: &Arc<GalleryDirectory>, partition: &str, n: usize, writers: usize, model: &str) -> Result<(), AnyError> {
-    let writers = writers.clamp(1, n.max(1));
+    insert_range(g, partition, 0..n, writers, model).await
+}
+
+async fn insert_range(
+    g: &Arc<GalleryDirectory>,
+    partition: &str,
+    range: std::ops::Range<usize>,
+    writers: usize,
+    model: &str,
+) -> Result<(), AnyError> {
+    let writers = writers.clamp(1, range.len().max(1));
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let (g, partition, model) = (g.clone(), partition.to_string(), model.to_string());
+            let (g, partition, model, range) = (g.clone(), partition.to_string(), model.to_string(), range.clone());
             actix_web::rt::spawn(async move {
-                let mut i = w;
-                while i < n {
+                let mut i = range.start + w;
+                while i < range.end {
                     g.enrol(&partition, &subject(i), template(i), &model, 0.9)
                         .await
                         .map_err(|e| e.to_string())?;
+                    i += writers;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// Delete the last `n` of `total` subjects, `writers` in flight.
+async fn delete(g: &Arc<GalleryDirectory>, partition: &str, total: usize, n: usize, writers: usize) -> Result<(), AnyError> {
+    let writers = writers.clamp(1, n.max(1));
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (g, partition) = (g.clone(), partition.to_string());
+            actix_web::rt::spawn(async move {
+                let mut i = total - n + w;
+                while i < total {
+                    g.delete(&partition, &subject(i)).await.map_err(|e| e.to_string())?;
                     i += writers;
                 }
                 Ok::<(), String>(())
@@ -372,10 +456,18 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 
 /// Seeds through the partition actor, as enrolments do (durable batched commits), so the
 /// store's layout stays the gallery's business.
-fn seed(data_dir: &std::path::Path, partition: &str, n: usize, model_id: &str) -> Result<(), AnyError> {
+fn seed(
+    data_dir: &std::path::Path,
+    partition: &str,
+    n: usize,
+    model_id: &str,
+    master_key_file: Option<PathBuf>,
+    mode: &str,
+) -> Result<(), AnyError> {
     facegate_actors::names::validate_partition(partition)?;
     let cfg = GalleryConfig {
         data_dir: data_dir.to_path_buf(),
+        encryption: encryption(mode, master_key_file)?,
         ..GalleryConfig::default()
     };
     actix_web::rt::System::new().block_on(async move {

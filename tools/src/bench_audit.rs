@@ -22,6 +22,12 @@ pub fn run(templates: usize, queries: usize, writers: usize, dir: Option<PathBuf
     let cfg = GalleryConfig {
         data_dir: scratch.path().to_path_buf(),
         max_templates_per_subject: 1,
+        // The audit record's cost alone: templates in plaintext on both sides (the
+        // encryption's own cost is `bench gallery --encryption off,on`).
+        encryption: facegate_actors::seal::EncryptionConfig {
+            mode: facegate_actors::seal::EncryptionMode::Off,
+            ..Default::default()
+        },
         ..GalleryConfig::default()
     };
     actix_web::rt::System::new().block_on(async move {

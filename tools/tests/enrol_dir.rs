@@ -35,6 +35,9 @@ fn enrols_a_folder_reports_bad_files_and_resumes() {
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let mut cfg = Config::default();
+            let key = data_dir.join("test-master.key");
+            std::fs::write(&key, facegate_actors::seal::MasterKey::generate_hex().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            cfg.gallery.encryption.master_key_file = Some(key);
             cfg.gallery.data_dir = data_dir;
             cfg.pool.workers = 1;
             cfg.resolve_paths();

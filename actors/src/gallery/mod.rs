@@ -25,8 +25,9 @@ use tokio::sync::oneshot;
 pub use index::{Candidate, GalleryIndex, IndexKind};
 pub use store::{Applied, Write};
 
+use crate::seal::MasterKey;
 use crate::GalleryError;
-use store::{Reader, Store};
+use store::{Codec, Reader, Store};
 
 /// Whether a partition answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +46,8 @@ pub struct Shared {
     state: RwLock<Option<Loaded>>,
     reader: parking_lot::Mutex<Option<Reader>>,
     status: AtomicU8,
+    /// Why the partition is degraded (its last load error), for the admin health detail.
+    reason: parking_lot::Mutex<Option<String>>,
     max_per_subject: usize,
 }
 
@@ -60,6 +63,7 @@ impl Shared {
             state: RwLock::new(None),
             reader: parking_lot::Mutex::new(None),
             status: AtomicU8::new(1),
+            reason: parking_lot::Mutex::new(None),
             max_per_subject,
         }
     }
@@ -70,6 +74,11 @@ impl Shared {
             1 => PartitionStatus::Loading,
             _ => PartitionStatus::Degraded,
         }
+    }
+
+    /// The reason of the last failed load while degraded.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().clone()
     }
 
     fn set_status(&self, s: PartitionStatus) {
@@ -171,6 +180,8 @@ pub struct GalleryActor {
     max_per_subject: usize,
     index: IndexSettings,
     shared: Arc<Shared>,
+    /// Wraps the partition's data key; None with encryption off.
+    master: Option<Arc<MasterKey>>,
     store: Option<Store>,
     /// Set when the actor stops after a failure: its index is not snapshotted then.
     failed: bool,
@@ -178,10 +189,24 @@ pub struct GalleryActor {
     closed: bool,
     pending: Vec<(Write, Reply)>,
     flush_scheduled: bool,
+    /// Counts the index snapshots removed by deletes; a fresh one is written once the
+    /// partition has had no such delete for `RESNAPSHOT_AFTER`.
+    snapshot_removals: u64,
 }
 
+/// Quiet time after a delete removed an IVF snapshot before a new one is written (so a
+/// burst of deletes rewrites it once, and a restart after a crash need not retrain).
+const RESNAPSHOT_AFTER: Duration = Duration::from_secs(60);
+
 impl GalleryActor {
-    pub fn new(dir: PathBuf, partition: String, dim: usize, max_per_subject: usize, index: IndexSettings) -> (Self, Arc<Shared>) {
+    pub fn new(
+        dir: PathBuf,
+        partition: String,
+        dim: usize,
+        max_per_subject: usize,
+        index: IndexSettings,
+        master: Option<Arc<MasterKey>>,
+    ) -> (Self, Arc<Shared>) {
         let shared = Arc::new(Shared::new(partition, max_per_subject));
         let actor = Self {
             dir,
@@ -189,11 +214,13 @@ impl GalleryActor {
             max_per_subject,
             index,
             shared: shared.clone(),
+            master,
             store: None,
             failed: false,
             closed: false,
             pending: Vec::new(),
             flush_scheduled: false,
+            snapshot_removals: 0,
         };
         (actor, shared)
     }
@@ -201,13 +228,19 @@ impl GalleryActor {
     /// Open the store and rebuild the index from it (the store is the truth).
     fn load(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("create {}: {e}", self.dir.display()))?;
-        let store = Store::open(&self.dir, self.max_per_subject).map_err(|e| e.to_string())?;
+        let store =
+            Store::open(&self.dir, &self.shared.partition, self.max_per_subject, self.master.as_deref()).map_err(|e| e.to_string())?;
+        let codec = store.codec().clone();
         let model_id = store.model_id().map_err(|e| e.to_string())?;
         let count = store.count().map_err(|e| e.to_string())?;
         let s = self.index;
         let ivf = s.kind == IndexKind::Ivf && count >= s.min_templates.max(s.nlist as usize * 39);
         let lsh = s.kind == IndexKind::Lsh && count >= s.min_templates.max(1);
-        let restored = if ivf { snapshot::read(&self.dir, self.dim, s.nlist) } else { None };
+        let restored = if ivf {
+            snapshot::read(&self.dir, self.dim, s.nlist, &codec)
+        } else {
+            None
+        };
         let restored = restored.and_then(|snap| {
             self.restore(&store, snap)
                 .map_err(|e| tracing::warn!(partition = %self.shared.partition, error = %e, "snapshot not usable"))
@@ -228,11 +261,11 @@ impl GalleryActor {
                     GalleryIndex::new(self.dim).map_err(|e| e.to_string())?
                 };
                 let index = add_rows(&store, 0, index)?;
-                self.write_snapshot(&index);
+                self.write_snapshot(&index, &codec);
                 index
             }
         };
-        let reader = Reader::open(&self.dir).map_err(|e| e.to_string())?;
+        let reader = Reader::open(&self.dir, codec).map_err(|e| e.to_string())?;
         tracing::info!(partition = %self.shared.partition, kind = ?index.kind(), templates = count, "index built");
         *self.shared.state.write() = Some(Loaded { index, model_id });
         *self.shared.reader.lock() = Some(reader);
@@ -265,16 +298,17 @@ impl GalleryActor {
     }
 
     /// Snapshot an IVF index (a flat one rebuilds from the store as fast as it would read).
-    fn write_snapshot(&self, index: &GalleryIndex) {
+    fn write_snapshot(&self, index: &GalleryIndex, codec: &Codec) {
         if let Some((ivf, ids)) = index.ivf_parts() {
             let meta = snapshot::Meta {
                 dim: self.dim,
                 nlist: self.index.nlist,
                 max_id: ids.iter().copied().max().unwrap_or(0),
                 templates: ids.len(),
+                sealed: codec.is_sealed(),
             };
             let start = std::time::Instant::now();
-            match snapshot::write(&self.dir, ivf, &ids, &meta) {
+            match snapshot::write(&self.dir, ivf, &ids, &meta, codec) {
                 Ok(()) => {
                     tracing::info!(partition = %self.shared.partition, ms = start.elapsed().as_millis() as u64, "index snapshot written")
                 }
@@ -294,8 +328,8 @@ impl GalleryActor {
             self.flush(ctx);
         }
         if !self.failed {
-            if let Some(loaded) = self.shared.state.read().as_ref() {
-                self.write_snapshot(&loaded.index);
+            if let (Some(loaded), Some(store)) = (self.shared.state.read().as_ref(), self.store.as_ref()) {
+                self.write_snapshot(&loaded.index, store.codec());
             }
         }
     }
@@ -304,10 +338,12 @@ impl GalleryActor {
         self.shared.set_status(PartitionStatus::Loading);
         match self.load() {
             Ok(()) => {
+                *self.shared.reason.lock() = None;
                 self.shared.set_status(PartitionStatus::Ready);
                 tracing::info!(partition = %self.shared.partition, counts = ?self.shared.counts(), "partition loaded");
             }
             Err(e) => {
+                *self.shared.reason.lock() = Some(e.clone());
                 self.shared.set_status(PartitionStatus::Degraded);
                 tracing::error!(partition = %self.shared.partition, error = %e, "partition failed to load; retrying in 5 s");
                 ctx.run_later(Duration::from_secs(5), |act, ctx| act.start_loading(ctx));
@@ -319,6 +355,17 @@ impl GalleryActor {
     fn commit(&mut self, writes: &[Write]) -> Result<Vec<Applied>, String> {
         let store = self.store.as_mut().ok_or("store not open")?;
         let applied = store.apply(writes).map_err(|e| e.to_string())?;
+        let removed = applied.iter().any(|a| match a {
+            Applied::Deleted { .. } => true,
+            Applied::Enrolled { evicted, .. } => !evicted.is_empty(),
+            Applied::NotFound | Applied::ModelMismatch { .. } => false,
+        });
+        if removed {
+            // An index snapshot still holds the removed templates: gone before the answer.
+            if snapshot::remove(&self.dir)? {
+                self.snapshot_removals += 1;
+            }
+        }
         let mut guard = self.shared.state.write();
         let loaded = guard.as_mut().ok_or("index not loaded")?;
         for (w, a) in writes.iter().zip(&applied) {
@@ -349,11 +396,16 @@ impl GalleryActor {
             return;
         }
         let (writes, replies): (Vec<Write>, Vec<Reply>) = std::mem::take(&mut self.pending).into_iter().unzip();
+        let removals = self.snapshot_removals;
         let outcome = catch_unwind(AssertUnwindSafe(|| self.commit(&writes)));
         match outcome {
             Ok(Ok(applied)) => {
                 for (reply, a) in replies.into_iter().zip(applied) {
                     let _ = reply.send(Ok(a));
+                }
+                self.retry_erasure(ctx);
+                if self.snapshot_removals != removals {
+                    self.resnapshot_later(ctx);
                 }
             }
             failed => {
@@ -372,6 +424,41 @@ impl GalleryActor {
                 ctx.stop(); // the Supervisor restarts us and `started` reloads from the store
             }
         }
+    }
+}
+
+impl GalleryActor {
+    /// A delete's checkpoint still found a reader in the WAL after waiting 5 s for it
+    /// (SQLite's busy timeout): retried every 100 ms until the WAL is truncated.
+    fn retry_erasure(&mut self, ctx: &mut Context<Self>) {
+        if self.store.as_ref().is_some_and(|s| s.erase_pending()) {
+            ctx.run_later(Duration::from_millis(100), |act, ctx| {
+                if let Some(store) = act.store.as_mut() {
+                    if let Err(e) = store.checkpoint() {
+                        tracing::warn!(partition = %act.shared.partition, error = %e, "erasure checkpoint failed; retrying");
+                    }
+                }
+                act.retry_erasure(ctx);
+            });
+        }
+    }
+
+    /// After a delete removed the IVF snapshot: a fresh one once deletes have been quiet
+    /// for `RESNAPSHOT_AFTER`.
+    fn resnapshot_later(&mut self, ctx: &mut Context<Self>) {
+        let seen = self.snapshot_removals;
+        if seen == 0 {
+            return;
+        }
+        ctx.run_later(RESNAPSHOT_AFTER, move |act, _| {
+            if act.snapshot_removals != seen || act.closed || act.failed {
+                return;
+            }
+            act.snapshot_removals = 0;
+            if let (Some(loaded), Some(store)) = (act.shared.state.read().as_ref(), act.store.as_ref()) {
+                act.write_snapshot(&loaded.index, store.codec());
+            }
+        });
     }
 }
 
