@@ -187,7 +187,7 @@ fn pooled_rates(bona: &[f32], morphs: &[f32], threshold: f32) -> f32 {
     t1
 }
 
-/// One source's line (at the configured threshold and at BPCER 1 %, `thresholds`), and
+/// One source's line, at the configured threshold and at that of BPCER 1 % (`t1`), and
 /// its first failures on stderr.
 fn report_source(items: &[Item], scored: &[Scored], (kind, source): (Kind, &str), bona: &[f32], (threshold, t1): (f32, f32)) {
     let mine: Vec<(&Item, &Scored)> = items
