@@ -103,6 +103,7 @@ fn pct(n: usize, of: usize) -> String {
 /// Each source's PAD scores, keyed by (attack, source); None: no face found.
 type Sources<'a> = BTreeMap<(bool, &'a str), Vec<Option<f32>>>;
 
+/// How the report names a photo's label.
 fn kind(attack: bool) -> &'static str {
     if attack {
         "attack"
