@@ -119,25 +119,9 @@ async fn enrol_search_verify_delete_round_trip_on_real_photos() {
     assert_eq!((s.as_u16(), element(&body, "status").as_deref()), (404, Some("NOT_FOUND")));
 }
 
-#[actix_web::test]
-async fn every_error_row_of_the_contract() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = config(tmp.path());
-    cfg.server.max_body_bytes = 2 << 20;
-    // The shipped quality thresholds refuse nothing (BENCHMARKS.md); an operator's 0.22 makes
-    // the heavily blurred photo below a 422, exercising that row end to end.
-    cfg.pipeline.quality.threshold = facegate_models::config::PerPurpose::all(0.22);
-    let svc = service!(cfg);
-    let obama = b64(&photo("obama.jpg"));
-    let (s, _) = post(
-        &svc,
-        "/api/v1/enrol",
-        serde_json::json!({"image": obama, "subject_id": "obama"}),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
-
+/// The error rows of API.md, one request each: (path, body, status, status code). A body
+/// that is a JSON string starting with `{` is sent raw (not valid JSON).
+fn error_cases(obama: &str) -> Vec<(&'static str, serde_json::Value, u16, &'static str)> {
     // A PNG whose header claims 60000 x 60000 pixels: refused before allocation.
     let bomb = facegate_models::decode::png_claiming(10000, 10000);
     let truncated = photo("obama.jpg")[..20000].to_vec();
@@ -150,7 +134,7 @@ async fn every_error_row_of_the_contract() {
         out
     };
     let raw = |s: &str| serde_json::Value::String(s.into());
-    let cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
+    vec![
         ("/api/v1/search", raw("{not json"), 400, "INVALID_REQUEST"),
         (
             "/api/v1/search",
@@ -326,27 +310,57 @@ async fn every_error_row_of_the_contract() {
             "INVALID_REQUEST",
         ),
         ("/api/v1/nothing", serde_json::json!({}), 404, "NOT_FOUND"),
-    ];
-    for (path, body, want, code) in cases {
-        let body = match body {
-            serde_json::Value::String(s) if s.starts_with('{') => s,
-            other => other.to_string(),
-        };
-        let req = test::TestRequest::post().uri(path).set_payload(body.clone()).to_request();
-        let res = test::call_service(&svc, req).await;
-        let status = res.status().as_u16();
-        let text = String::from_utf8_lossy(&test::read_body(res).await).into_owned();
-        let short = &body[..body.len().min(80)];
-        assert_eq!(status, want, "{path} {short}: {text}");
-        assert_eq!(element(&text, "status").as_deref(), Some(code), "{path} {short}: {text}");
-        let message = element(&text, "message").unwrap_or_default();
-        assert!(
-            !message.is_empty() && !message.contains("/work/") && !message.contains("panicked"),
-            "{message}"
-        );
-        if code == "QUALITY_REJECTED" {
-            assert!(element(&text, "quality_score").is_some(), "{text}");
-        }
+    ]
+}
+
+/// POSTs `body` to `path` and checks the refusal: its HTTP status, its status code, a
+/// message that gives nothing of the server away, and the score a quality refusal carries.
+async fn assert_refused<S, B: actix_web::body::MessageBody>(svc: &S, path: &str, body: serde_json::Value, want: u16, code: &str)
+where
+    S: actix_web::dev::Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let body = match body {
+        serde_json::Value::String(s) if s.starts_with('{') => s,
+        other => other.to_string(),
+    };
+    let req = test::TestRequest::post().uri(path).set_payload(body.clone()).to_request();
+    let res = test::call_service(svc, req).await;
+    let status = res.status().as_u16();
+    let text = String::from_utf8_lossy(&test::read_body(res).await).into_owned();
+    let short = &body[..body.len().min(80)];
+    assert_eq!(status, want, "{path} {short}: {text}");
+    assert_eq!(element(&text, "status").as_deref(), Some(code), "{path} {short}: {text}");
+    let message = element(&text, "message").unwrap_or_default();
+    assert!(
+        !message.is_empty() && !message.contains("/work/") && !message.contains("panicked"),
+        "{message}"
+    );
+    if code == "QUALITY_REJECTED" {
+        assert!(element(&text, "quality_score").is_some(), "{text}");
+    }
+}
+
+#[actix_web::test]
+async fn every_error_row_of_the_contract() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(tmp.path());
+    cfg.server.max_body_bytes = 2 << 20;
+    // The shipped quality thresholds refuse nothing (BENCHMARKS.md); an operator's 0.22 makes
+    // the heavily blurred photo below a 422, exercising that row end to end.
+    cfg.pipeline.quality.threshold = facegate_models::config::PerPurpose::all(0.22);
+    let svc = service!(cfg);
+    let obama = b64(&photo("obama.jpg"));
+    let (s, _) = post(
+        &svc,
+        "/api/v1/enrol",
+        serde_json::json!({"image": obama, "subject_id": "obama"}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    for (path, body, want, code) in error_cases(&obama) {
+        assert_refused(&svc, path, body, want, code).await;
     }
     // Nothing a refused request sent was stored.
     let (_, stats) = get(&svc, "/api/v1/stats", None).await;

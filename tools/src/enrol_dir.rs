@@ -113,6 +113,38 @@ pub struct Summary {
     pub skipped: usize,
 }
 
+/// Where the run's accepted images are recorded and what it writes as it goes.
+struct Records {
+    state: Mutex<std::fs::File>,
+    report: Mutex<std::fs::File>,
+    tally: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Records {
+    /// Writes what an image's outcome calls for (its path to the state file when
+    /// accepted, a JSON line to the report otherwise) and counts it.
+    fn record(&self, file: &Path, subject: &str, outcome: &Outcome) {
+        let key = match outcome {
+            Outcome::Accepted => {
+                let mut f = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = writeln!(f, "{}", file.display());
+                "accepted".to_string()
+            }
+            Outcome::Rejected { status, code, message } => {
+                let line = serde_json::json!({"file": file.display().to_string(), "subject_id": subject, "http_status": status, "status": code, "message": message});
+                let _ = writeln!(self.report.lock().unwrap_or_else(|e| e.into_inner()), "{line}");
+                format!("rejected {code}")
+            }
+            Outcome::Failed(e) => {
+                let line = serde_json::json!({"file": file.display().to_string(), "subject_id": subject, "error": e});
+                let _ = writeln!(self.report.lock().unwrap_or_else(|e| e.into_inner()), "{line}");
+                "failed".to_string()
+            }
+        };
+        *self.tally.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+    }
+}
+
 pub fn run(a: EnrolDir) -> Result<Summary, AnyError> {
     if !a.dir.is_dir() {
         return Err(format!("{}: not a folder", a.dir.display()).into());
@@ -134,11 +166,27 @@ pub fn run(a: EnrolDir) -> Result<Summary, AnyError> {
         state_path.display(),
         todo.len()
     );
+    let records = Records {
+        state: Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&state_path)?),
+        report: Mutex::new(std::fs::File::create(&a.report)?),
+        tally: Mutex::new(BTreeMap::new()),
+    };
+    enrol_all(&a, &todo, &records)?;
+    let tally = records.tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    println!("summary:");
+    for (k, n) in &tally {
+        println!("  {k:<28} {n}");
+    }
+    println!("rejects and failures: {}", a.report.display());
+    Ok(Summary {
+        outcomes: tally,
+        skipped: all.len() - todo.len(),
+    })
+}
 
+/// Enrols `todo` with `a.concurrency` requests in flight, behind a progress bar.
+fn enrol_all(a: &EnrolDir, todo: &[PathBuf], records: &Records) -> Result<(), AnyError> {
     let client = Client::new(&a.server, a.api_key.clone());
-    let state = Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&state_path)?);
-    let report = Mutex::new(std::fs::File::create(&a.report)?);
-    let tally: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
     let bar = ProgressBar::new(todo.len() as u64);
     bar.set_style(ProgressStyle::with_template("enrol [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}")?.progress_chars("=> "));
     let next = AtomicUsize::new(0);
@@ -149,39 +197,13 @@ pub fn run(a: EnrolDir) -> Result<Summary, AnyError> {
                 let Some(file) = todo.get(i) else { break };
                 let subject = subject_of(&a.dir, file, a.subject_from).unwrap_or_default();
                 let outcome = enrol_one(&client, file, &subject, &a.partition);
-                let key = match &outcome {
-                    Outcome::Accepted => {
-                        let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
-                        let _ = writeln!(f, "{}", file.display());
-                        "accepted".to_string()
-                    }
-                    Outcome::Rejected { status, code, message } => {
-                        let line = serde_json::json!({"file": file.display().to_string(), "subject_id": subject, "http_status": status, "status": code, "message": message});
-                        let _ = writeln!(report.lock().unwrap_or_else(|e| e.into_inner()), "{line}");
-                        format!("rejected {code}")
-                    }
-                    Outcome::Failed(e) => {
-                        let line = serde_json::json!({"file": file.display().to_string(), "subject_id": subject, "error": e});
-                        let _ = writeln!(report.lock().unwrap_or_else(|e| e.into_inner()), "{line}");
-                        "failed".to_string()
-                    }
-                };
-                *tally.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+                records.record(file, &subject, &outcome);
                 bar.inc(1);
             });
         }
     });
     bar.finish();
-    let tally = tally.into_inner().unwrap_or_else(|e| e.into_inner());
-    println!("summary:");
-    for (k, n) in &tally {
-        println!("  {k:<28} {n}");
-    }
-    println!("rejects and failures: {}", a.report.display());
-    Ok(Summary {
-        outcomes: tally,
-        skipped: all.len() - todo.len(),
-    })
+    Ok(())
 }
 
 fn enrol_one(client: &Client, file: &Path, subject: &str, partition: &str) -> Outcome {

@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use facegate_models::pipeline::Measurement;
 use facegate_models::{align, decode, mad, Pipeline};
 
 use crate::config::Config;
@@ -110,35 +111,10 @@ fn describe(
         Ok(None) => return serde_json::json!({ "path": rel, "face": null }),
         Err(e) => return fail(e.to_string()),
     };
-    let save = |dir: &Path, img: &image::RgbImage| -> Result<String, String> {
-        let dest = dir.join(&rel).with_extension("png");
-        dest.parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .map_err(|e| e.to_string())
-            .and_then(|()| img.save(&dest).map_err(|e| e.to_string()))
-            .map_err(|e| format!("{}: {e}", dest.display()))?;
-        Ok(dest.strip_prefix(dir).unwrap_or(&dest).to_string_lossy().into_owned())
+    let (crop_path, aligned_path) = match write_crops(pcfg, &image, &m, &rel, crops, aligned_dir) {
+        Ok(paths) => paths,
+        Err(e) => return fail(e),
     };
-    let mut crop_path = None;
-    if let Some((dir, mad_crop)) = crops {
-        if let Some(c) = mad_crop.apply(&image, &m.face) {
-            match save(dir, &c) {
-                Ok(p) => crop_path = Some(p),
-                Err(e) => return fail(e),
-            }
-        }
-    }
-    let mut aligned_path = None;
-    if let Some(dir) = aligned_dir {
-        // The same call the pipeline makes before the recognizer and the MAD stage.
-        let rc = &pcfg.recognizer;
-        if let Some(a) = align::align(&image, &m.face.landmarks, &rc.template, rc.input_size) {
-            match save(dir, &a.image) {
-                Ok(p) => aligned_path = Some(p),
-                Err(e) => return fail(e),
-            }
-        }
-    }
     serde_json::json!({
         "path": rel,
         "width": image.width(),
@@ -155,6 +131,44 @@ fn describe(
         "crop": crop_path,
         "aligned": aligned_path,
     })
+}
+
+/// Writes `img` as `dir/rel` with a .png extension; returns that path relative to `dir`.
+fn save(dir: &Path, rel: &str, img: &image::RgbImage) -> Result<String, String> {
+    let dest = dir.join(rel).with_extension("png");
+    dest.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_err(|e| e.to_string())
+        .and_then(|()| img.save(&dest).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(dest.strip_prefix(dir).unwrap_or(&dest).to_string_lossy().into_owned())
+}
+
+/// Writes the image's MAD crop and its face aligned for the recognizer where asked; returns
+/// their paths (None: not asked for, or the face could not be cropped).
+fn write_crops(
+    pcfg: &facegate_models::PipelineConfig,
+    image: &image::RgbImage,
+    m: &Measurement,
+    rel: &str,
+    crops: Option<&(&Path, mad::MadCrop)>,
+    aligned_dir: Option<&Path>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let mut crop_path = None;
+    if let Some((dir, mad_crop)) = crops {
+        if let Some(c) = mad_crop.apply(image, &m.face) {
+            crop_path = Some(save(dir, rel, &c)?);
+        }
+    }
+    let mut aligned_path = None;
+    if let Some(dir) = aligned_dir {
+        // The same call the pipeline makes before the recognizer and the MAD stage.
+        let rc = &pcfg.recognizer;
+        if let Some(a) = align::align(image, &m.face.landmarks, &rc.template, rc.input_size) {
+            aligned_path = Some(save(dir, rel, &a.image)?);
+        }
+    }
+    Ok((crop_path, aligned_path))
 }
 
 #[cfg(test)]

@@ -580,13 +580,7 @@ fn identification(cfg: &Config, photos: &[Photo], seen: &[Seen]) -> Searches {
 /// 1 - (1 - FMR)^N (comparisons taken as independent; the measured sizes show how far that
 /// holds), at the configured threshold and a few round ones.
 fn collisions(cfg: &Config, photos: &[Photo], seen: &[Seen], c: &Comparisons) {
-    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, p) in photos.iter().enumerate() {
-        if seen[i].enrol.ok() {
-            first.entry(&p.person).or_insert(i);
-        }
-    }
-    let enrolled: Vec<usize> = first.values().copied().collect();
+    let enrolled = first_enrolled(photos, seen);
     let configured = cfg.collision.threshold;
     println!(
         "  identity collisions (collision.threshold {configured:.3}, policy {:?}): a new person's enrolment photo against a gallery of other people's, false collisions",
@@ -603,25 +597,7 @@ fn collisions(cfg: &Config, photos: &[Photo], seen: &[Seen], c: &Comparisons) {
         if enrolled.len() <= size {
             continue;
         }
-        // Every other person of the name order into the gallery first, so that both sides
-        // mix the alphabet; the rest are the new people. Each new person's best score.
-        let mut order: Vec<usize> = enrolled
-            .iter()
-            .step_by(2)
-            .chain(enrolled.iter().skip(1).step_by(2))
-            .copied()
-            .collect();
-        let probes = order.split_off(size);
-        let tops: Vec<f32> = probes
-            .iter()
-            .map(|&p| {
-                let v = seen[p].vector().unwrap_or_default();
-                order
-                    .iter()
-                    .map(|&g| cosine(v, seen[g].vector().unwrap_or_default()))
-                    .fold(f32::NEG_INFINITY, f32::max)
-            })
-            .collect();
+        let tops = new_people_best_scores(&enrolled, size, seen);
         for (row, t) in rows.iter_mut().zip(&thresholds) {
             let hits = tops.iter().filter(|s| **s >= *t).count();
             let _ = write!(
@@ -645,6 +621,41 @@ fn collisions(cfg: &Config, photos: &[Photo], seen: &[Seen], c: &Comparisons) {
     }
 }
 
+/// Each person's first photo that enrolled, in name order.
+fn first_enrolled(photos: &[Photo], seen: &[Seen]) -> Vec<usize> {
+    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, p) in photos.iter().enumerate() {
+        if seen[i].enrol.ok() {
+            first.entry(&p.person).or_insert(i);
+        }
+    }
+    first.values().copied().collect()
+}
+
+/// A gallery of `size` of the `enrolled` photos, the rest new people: each new person's
+/// best score against the gallery.
+fn new_people_best_scores(enrolled: &[usize], size: usize, seen: &[Seen]) -> Vec<f32> {
+    // Every other person of the name order into the gallery first, so that both sides
+    // mix the alphabet; the rest are the new people. Each new person's best score.
+    let mut order: Vec<usize> = enrolled
+        .iter()
+        .step_by(2)
+        .chain(enrolled.iter().skip(1).step_by(2))
+        .copied()
+        .collect();
+    let probes = order.split_off(size);
+    probes
+        .iter()
+        .map(|&p| {
+            let v = seen[p].vector().unwrap_or_default();
+            order
+                .iter()
+                .map(|&g| cosine(v, seen[g].vector().unwrap_or_default()))
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .collect()
+}
+
 fn pictures(cfg: &Config, out: &Path, c: &Comparisons, s: &Searches, seen: &[Seen]) -> Result<(), AnyError> {
     let vt = cfg.pipeline.recognizer.verify_threshold;
     let acquired = c.det(200, false);
@@ -665,22 +676,13 @@ fn pictures(cfg: &Config, out: &Path, c: &Comparisons, s: &Searches, seen: &[See
         ],
         &[(format!("verify_threshold {vt:.3}"), c.fmr_e2e(vt), c.fnmr_e2e(vt))],
     )?;
-    let mut ident: Vec<(f64, f64)> = Vec::new();
-    let mut tops: Vec<f32> = s.non_mated.iter().flatten().copied().collect();
-    tops.sort_by(|a, b| b.total_cmp(a));
-    for t in tops.iter().copied() {
-        let p = (s.fpir(t), s.fnir(t));
-        if p.0 > 0.0 && ident.last() != Some(&p) {
-            ident.push(p);
-        }
-    }
     plot::det(
         &out.join("det-1n.svg"),
         "Open-set 1:N, LFW, search path",
         ("FPIR", "FNIR"),
         &[Curve {
             label: "end to end".into(),
-            points: &ident,
+            points: &identification_det(s),
         }],
         &[(format!("min_score {vt:.3}"), s.fpir(vt), s.fnir(vt))],
     )?;
@@ -695,6 +697,25 @@ fn pictures(cfg: &Config, out: &Path, c: &Comparisons, s: &Searches, seen: &[See
         &[("genuine".into(), c.genuine()), ("impostor".into(), &impostor)],
         &[("verify_threshold".into(), vt)],
     )?;
+    gate_histograms(cfg, out, seen)
+}
+
+/// The open-set DET: (FPIR, FNIR) at every non-mated top score, from the highest down.
+fn identification_det(s: &Searches) -> Vec<(f64, f64)> {
+    let mut ident: Vec<(f64, f64)> = Vec::new();
+    let mut tops: Vec<f32> = s.non_mated.iter().flatten().copied().collect();
+    tops.sort_by(|a, b| b.total_cmp(a));
+    for t in tops.iter().copied() {
+        let p = (s.fpir(t), s.fnir(t));
+        if p.0 > 0.0 && ident.last() != Some(&p) {
+            ident.push(p);
+        }
+    }
+    ident
+}
+
+/// A histogram of each gate's scores on the photos that reached it, with its thresholds.
+fn gate_histograms(cfg: &Config, out: &Path, seen: &[Seen]) -> Result<(), AnyError> {
     let pc = &cfg.pipeline;
     let mad_threshold = facegate_models::mad::threshold_of(pc)?;
     let collect = |f: &dyn Fn(&Seen) -> Option<f32>| -> Vec<f32> { seen.iter().filter_map(f).collect() };

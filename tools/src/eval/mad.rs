@@ -133,74 +133,93 @@ fn write_scores(path: &Path, items: &[Item], scored: &[Scored]) -> Result<(), An
     std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
+/// The scores of the items `pick` chooses that had a face.
+fn scores_of(items: &[Item], scored: &[Scored], pick: &dyn Fn(&Item) -> bool) -> Vec<f32> {
+    items
+        .iter()
+        .zip(scored)
+        .filter(|(i, _)| pick(i))
+        .filter_map(|(_, s)| if let Scored::Score(v) = s { Some(*v) } else { None })
+        .collect()
+}
+
+/// The share of morphs let through at `t`, in per cent.
+fn apcer(v: &[f32], t: f32) -> f64 {
+    100.0 * (1.0 - share_at_or_above(v, t))
+}
+
 fn report(items: &[Item], scored: &[Scored], threshold: f32) {
     let mut sources: Vec<(Kind, &str)> = items.iter().map(|i| (i.kind, i.source.as_str())).collect();
     sources.dedup();
-    let scores_of = |pick: &dyn Fn(&Item) -> bool| -> Vec<f32> {
-        items
-            .iter()
-            .zip(scored)
-            .filter(|(i, _)| pick(i))
-            .filter_map(|(_, s)| if let Scored::Score(v) = s { Some(*v) } else { None })
-            .collect()
-    };
-    let bona = scores_of(&|i| i.kind == Kind::BonaFide);
-    let morphs = scores_of(&|i| i.kind == Kind::Morph);
-    let (eer, eer_t) = d_eer(&bona, &morphs);
-    let t1 = threshold_at_bpcer(&bona, 0.01);
-    let t5 = threshold_at_bpcer(&bona, 0.05);
-    let t10 = threshold_at_apcer(&morphs, 0.10);
-    let apcer = |v: &[f32], t: f32| 100.0 * (1.0 - share_at_or_above(v, t));
+    let bona = scores_of(items, scored, &|i| i.kind == Kind::BonaFide);
+    let morphs = scores_of(items, scored, &|i| i.kind == Kind::Morph);
+    let t1 = pooled_rates(&bona, &morphs, threshold);
+    println!("  per source (APCER at the configured threshold and at BPCER 1 %; D-EER against all bona fide):");
+    for (kind, source) in sources {
+        report_source(items, scored, (kind, source), &bona, (threshold, t1));
+    }
+}
+
+/// Prints the rates over all bona fide photos and all morphs; returns the threshold of
+/// BPCER 1 %.
+fn pooled_rates(bona: &[f32], morphs: &[f32], threshold: f32) -> f32 {
+    let (eer, eer_t) = d_eer(bona, morphs);
+    let t1 = threshold_at_bpcer(bona, 0.01);
+    let t5 = threshold_at_bpcer(bona, 0.05);
+    let t10 = threshold_at_apcer(morphs, 0.10);
     println!(
         "MAD on {} bona fide and {} morph images with a detected face:",
         bona.len(),
         morphs.len()
     );
     println!("  D-EER: {:.2} % at score {eer_t:.4}", eer * 100.0);
-    println!("  APCER at BPCER 1 %: {:.2} % (threshold {t1:.5})", apcer(&morphs, t1));
-    println!("  APCER at BPCER 5 %: {:.2} % (threshold {t5:.5})", apcer(&morphs, t5));
+    println!("  APCER at BPCER 1 %: {:.2} % (threshold {t1:.5})", apcer(morphs, t1));
+    println!("  APCER at BPCER 5 %: {:.2} % (threshold {t5:.5})", apcer(morphs, t5));
     println!(
         "  BPCER at APCER 10 %: {:.2} % (threshold {t10:.5})",
-        100.0 * share_at_or_above(&bona, t10)
+        100.0 * share_at_or_above(bona, t10)
     );
     println!(
         "  at the configured threshold {threshold}: BPCER {:.2} %, APCER {:.2} %",
-        100.0 * share_at_or_above(&bona, threshold),
-        apcer(&morphs, threshold)
+        100.0 * share_at_or_above(bona, threshold),
+        apcer(morphs, threshold)
     );
-    println!("  per source (APCER at the configured threshold and at BPCER 1 %; D-EER against all bona fide):");
-    for (kind, source) in sources {
-        let mine: Vec<(&Item, &Scored)> = items
-            .iter()
-            .zip(scored)
-            .filter(|(i, _)| i.kind == kind && i.source == source)
-            .collect();
-        let no_face = mine.iter().filter(|(_, s)| matches!(s, Scored::NoFace)).count();
-        let failed: Vec<&String> = mine
-            .iter()
-            .filter_map(|(_, s)| if let Scored::Failed(e) = s { Some(e) } else { None })
-            .collect();
-        let v = scores_of(&|i| i.kind == kind && i.source == source);
-        let tail = format!(
-            "{} images, {no_face} without a face, {} failed; median score {:.3}",
-            mine.len(),
-            failed.len(),
-            percentile(&v, 50.0)
-        );
-        match kind {
-            Kind::BonaFide => println!(
-                "    bona fide {source:<24} BPCER {:>6.2} %                                 {tail}",
-                100.0 * share_at_or_above(&v, threshold)
-            ),
-            Kind::Morph => println!(
-                "    morph     {source:<24} APCER {:>6.2} %, at BPCER 1 % {:>6.2} %, D-EER {:>5.2} %  {tail}",
-                apcer(&v, threshold),
-                apcer(&v, t1),
-                100.0 * d_eer(&bona, &v).0
-            ),
-        }
-        for e in failed.iter().take(3) {
-            eprintln!("      failed: {e}");
-        }
+    t1
+}
+
+/// One source's line, at the configured threshold and at that of BPCER 1 % (`t1`), and
+/// its first failures on stderr.
+fn report_source(items: &[Item], scored: &[Scored], (kind, source): (Kind, &str), bona: &[f32], (threshold, t1): (f32, f32)) {
+    let mine: Vec<(&Item, &Scored)> = items
+        .iter()
+        .zip(scored)
+        .filter(|(i, _)| i.kind == kind && i.source == source)
+        .collect();
+    let no_face = mine.iter().filter(|(_, s)| matches!(s, Scored::NoFace)).count();
+    let failed: Vec<&String> = mine
+        .iter()
+        .filter_map(|(_, s)| if let Scored::Failed(e) = s { Some(e) } else { None })
+        .collect();
+    let v = scores_of(items, scored, &|i| i.kind == kind && i.source == source);
+    let tail = format!(
+        "{} images, {no_face} without a face, {} failed; median score {:.3}",
+        mine.len(),
+        failed.len(),
+        percentile(&v, 50.0)
+    );
+    match kind {
+        Kind::BonaFide => println!(
+            "    bona fide {source:<24} BPCER {:>6.2} %                                 {tail}",
+            100.0 * share_at_or_above(&v, threshold)
+        ),
+        Kind::Morph => println!(
+            "    morph     {source:<24} APCER {:>6.2} %, at BPCER 1 % {:>6.2} %, D-EER {:>5.2} %  {tail}",
+            apcer(&v, threshold),
+            apcer(&v, t1),
+            100.0 * d_eer(bona, &v).0
+        ),
+    }
+    for e in failed.iter().take(3) {
+        eprintln!("      failed: {e}");
     }
 }

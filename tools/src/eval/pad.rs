@@ -100,6 +100,18 @@ fn pct(n: usize, of: usize) -> String {
     format!("{:.2} % ({n}/{of})", 100.0 * n as f64 / of.max(1) as f64)
 }
 
+/// Each source's PAD scores, keyed by (attack, source); None: no face found.
+type Sources<'a> = BTreeMap<(bool, &'a str), Vec<Option<f32>>>;
+
+/// How the report names a photo's label.
+fn kind(attack: bool) -> &'static str {
+    if attack {
+        "attack"
+    } else {
+        "bona fide"
+    }
+}
+
 pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     let mut items = read_index(&args.data)?;
     let extra = match &args.silentface {
@@ -117,18 +129,10 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     let (main, extra) = seen.split_at(n_main);
     let (items_main, items_extra) = items.split_at(n_main);
 
-    let mut sources: BTreeMap<(bool, &str), Vec<Option<f32>>> = BTreeMap::new();
+    let mut sources: Sources = BTreeMap::new();
     for (item, s) in items_main.iter().zip(main) {
         sources.entry((item.attack, item.source.as_str())).or_default().push(s.verify.pad);
     }
-    let scores = |attack: bool| -> Vec<f32> {
-        sources
-            .iter()
-            .filter(|((a, _), _)| *a == attack)
-            .flat_map(|(_, v)| v.iter().flatten().copied())
-            .collect()
-    };
-    let (attacks, bona) = (scores(true), scores(false));
     println!(
         "PAD on {}: {} attacks, {} bona fide captures; PAD scores the face the pipeline takes as the subject's",
         args.data.display(),
@@ -137,74 +141,11 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     );
     for ((attack, source), v) in &sources {
         let no_face = v.iter().filter(|s| s.is_none()).count();
-        println!(
-            "  {:<9} {source:<14} {} photos, no face found in {no_face}",
-            if *attack { "attack" } else { "bona fide" },
-            v.len()
-        );
+        println!("  {:<9} {source:<14} {} photos, no face found in {no_face}", kind(*attack), v.len());
     }
-    let rates_at = |label: &str, t: f32| {
-        let mut line = format!("  {label:<34} threshold {t:.4}:");
-        for ((attack, source), v) in &sources {
-            let faces: Vec<f32> = v.iter().flatten().copied().collect();
-            let wrong = if *attack {
-                faces.iter().filter(|s| **s >= t).count()
-            } else {
-                faces.iter().filter(|s| **s < t).count()
-            };
-            line += &format!(" {} {source} {};", if *attack { "APCER" } else { "BPCER" }, pct(wrong, faces.len()));
-        }
-        println!("{line}");
-    };
-    for purpose in [Purpose::Enrol, Purpose::Verify, Purpose::Search] {
-        rates_at(&format!("configured, {purpose:?}"), pc.pad.threshold.get(purpose));
-    }
-    // The shared rates take attack scores (higher = attack): the live score negated, which
-    // is exact and keeps every order; thresholds come back negated again.
-    let attack_score = |v: &[f32]| -> Vec<f32> { v.iter().map(|s| -s).collect() };
-    let (attack_scores, bona_scores) = (attack_score(&attacks), attack_score(&bona));
-    for bpcer in [0.01, 0.02, 0.05, 0.10] {
-        rates_at(
-            &format!("BPCER {:.0} % (all bona fide pooled)", bpcer * 100.0),
-            -threshold_at_bpcer(&bona_scores, bpcer),
-        );
-    }
-    let (deer, t) = d_eer(&bona_scores, &attack_scores);
-    println!("  D-EER (pooled) {:.2} % at threshold {:.4}", deer * 100.0, -t);
-
-    // End to end: what each endpoint did with the photos.
-    for (name, pick) in [
-        ("verify", (|s: &Seen| &s.verify) as fn(&Seen) -> &PathOutcome),
-        ("search", |s: &Seen| s.search.as_ref().unwrap_or(&s.verify)),
-        ("enrol", |s: &Seen| &s.enrol),
-    ] {
-        let mut by: BTreeMap<(bool, &str), Tally> = BTreeMap::new();
-        for (item, s) in items_main.iter().zip(main) {
-            let e = by.entry((item.attack, item.source.as_str())).or_default();
-            e.photos += 1;
-            match pick(s).refused {
-                None => e.accepted += 1,
-                Some(r) => *e.refused.entry(r).or_default() += 1,
-            }
-        }
-        for (
-            (attack, source),
-            Tally {
-                accepted,
-                photos: n,
-                refused: reasons,
-            },
-        ) in &by
-        {
-            let reasons: Vec<String> = reasons.iter().map(|(r, c)| format!("{} {c}", r.name())).collect();
-            println!(
-                "  {name} end to end, {} {source}: accepted {}; refused: {}",
-                if *attack { "attack" } else { "bona fide" },
-                pct(*accepted, *n),
-                reasons.join(", ")
-            );
-        }
-    }
+    let bona = pooled(&sources, false);
+    error_rates(cfg, &sources, &pooled(&sources, true), &bona);
+    end_to_end(items_main, main);
     for (item, s) in items_extra.iter().zip(extra) {
         println!(
             "  {}: PAD score {}; verify {}; enrol {}",
@@ -218,6 +159,83 @@ pub fn run(cfg: &Config, args: PadArgs) -> Result<(), AnyError> {
     write_scores(&args.out.join("scores.csv"), &items, &seen)?;
     println!("  pictures and scores.csv in {}", args.out.display());
     Ok(())
+}
+
+/// The PAD scores of every attack source, or of every bona fide source, pooled.
+fn pooled(sources: &Sources, attack: bool) -> Vec<f32> {
+    sources
+        .iter()
+        .filter(|((a, _), _)| *a == attack)
+        .flat_map(|(_, v)| v.iter().flatten().copied())
+        .collect()
+}
+
+/// Prints APCER per attack source and BPCER per bona fide source at threshold `t`.
+fn rates_at(sources: &Sources, label: &str, t: f32) {
+    let mut line = format!("  {label:<34} threshold {t:.4}:");
+    for ((attack, source), v) in sources {
+        let faces: Vec<f32> = v.iter().flatten().copied().collect();
+        let wrong = if *attack {
+            faces.iter().filter(|s| **s >= t).count()
+        } else {
+            faces.iter().filter(|s| **s < t).count()
+        };
+        line += &format!(" {} {source} {};", if *attack { "APCER" } else { "BPCER" }, pct(wrong, faces.len()));
+    }
+    println!("{line}");
+}
+
+/// The rates at each purpose's configured threshold, at the thresholds of round BPCERs,
+/// and the D-EER.
+fn error_rates(cfg: &Config, sources: &Sources, attacks: &[f32], bona: &[f32]) {
+    for purpose in [Purpose::Enrol, Purpose::Verify, Purpose::Search] {
+        rates_at(
+            sources,
+            &format!("configured, {purpose:?}"),
+            cfg.pipeline.pad.threshold.get(purpose),
+        );
+    }
+    // The shared rates take attack scores (higher = attack): the live score negated, which
+    // is exact and keeps every order; thresholds come back negated again.
+    let attack_score = |v: &[f32]| -> Vec<f32> { v.iter().map(|s| -s).collect() };
+    let (attack_scores, bona_scores) = (attack_score(attacks), attack_score(bona));
+    for bpcer in [0.01, 0.02, 0.05, 0.10] {
+        rates_at(
+            sources,
+            &format!("BPCER {:.0} % (all bona fide pooled)", bpcer * 100.0),
+            -threshold_at_bpcer(&bona_scores, bpcer),
+        );
+    }
+    let (deer, t) = d_eer(&bona_scores, &attack_scores);
+    println!("  D-EER (pooled) {:.2} % at threshold {:.4}", deer * 100.0, -t);
+}
+
+/// End to end: what each endpoint did with the photos.
+fn end_to_end(items: &[Item], seen: &[Seen]) {
+    for (name, pick) in [
+        ("verify", (|s: &Seen| &s.verify) as fn(&Seen) -> &PathOutcome),
+        ("search", |s: &Seen| s.search.as_ref().unwrap_or(&s.verify)),
+        ("enrol", |s: &Seen| &s.enrol),
+    ] {
+        let mut by: BTreeMap<(bool, &str), Tally> = BTreeMap::new();
+        for (item, s) in items.iter().zip(seen) {
+            let e = by.entry((item.attack, item.source.as_str())).or_default();
+            e.photos += 1;
+            match pick(s).refused {
+                None => e.accepted += 1,
+                Some(r) => *e.refused.entry(r).or_default() += 1,
+            }
+        }
+        for ((attack, source), t) in &by {
+            let reasons: Vec<String> = t.refused.iter().map(|(r, c)| format!("{} {c}", r.name())).collect();
+            println!(
+                "  {name} end to end, {} {source}: accepted {}; refused: {}",
+                kind(*attack),
+                pct(t.accepted, t.photos),
+                reasons.join(", ")
+            );
+        }
+    }
 }
 
 /// One row per photo: its label, source, PAD score and what verify and enrol did.
@@ -239,8 +257,51 @@ fn write_scores(path: &Path, items: &[Item], seen: &[Seen]) -> Result<(), AnyErr
     Ok(())
 }
 
-fn pictures(cfg: &Config, out: &Path, sources: &BTreeMap<(bool, &str), Vec<Option<f32>>>, bona: &[f32]) -> Result<(), AnyError> {
-    // A DET curve per attack source against all bona fide captures: (BPCER, APCER).
+fn pictures(cfg: &Config, out: &Path, sources: &Sources, bona: &[f32]) -> Result<(), AnyError> {
+    let curves = det_curves(sources, bona);
+    let t = cfg.pipeline.pad.threshold;
+    let all_attacks = pooled(sources, true);
+    let marks: Vec<(String, f64, f64)> = [("enrol", t.enrol), ("verify", t.verify)]
+        .into_iter()
+        .map(|(label, thr)| {
+            let apcer = all_attacks.iter().filter(|s| **s >= thr).count() as f64 / all_attacks.len().max(1) as f64;
+            let bpcer = bona.iter().filter(|s| **s < thr).count() as f64 / bona.len().max(1) as f64;
+            (format!("{label} threshold {thr:.3} (all attacks)"), bpcer, apcer)
+        })
+        .collect();
+    let curve_refs: Vec<Curve> = curves
+        .iter()
+        .map(|(label, pts)| Curve {
+            label: format!("attacks: {label}"),
+            points: pts,
+        })
+        .collect();
+    plot::det(
+        &out.join("det.svg"),
+        "PAD DET, all bona fide captures",
+        ("BPCER", "APCER"),
+        &curve_refs,
+        &marks,
+    )?;
+    let series: Vec<(String, Vec<f32>)> = sources
+        .iter()
+        .map(|((attack, source), v)| (format!("{} {source}", kind(*attack)), v.iter().flatten().copied().collect()))
+        .collect();
+    let refs: Vec<(String, &[f32])> = series.iter().map(|(l, v)| (l.clone(), v.as_slice())).collect();
+    plot::histogram(
+        &out.join("scores.svg"),
+        "PAD bona fide probability",
+        "bona fide probability",
+        (0.0, 1.0),
+        &refs,
+        &[("enrol threshold".into(), t.enrol), ("verify threshold".into(), t.verify)],
+    )?;
+    Ok(())
+}
+
+/// A DET curve per attack source against all bona fide captures: (BPCER, APCER) at every
+/// score seen.
+fn det_curves(sources: &Sources, bona: &[f32]) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut thresholds: Vec<f32> = sources.values().flatten().flatten().copied().collect();
     thresholds.sort_by(f32::total_cmp);
     thresholds.dedup();
@@ -262,49 +323,5 @@ fn pictures(cfg: &Config, out: &Path, sources: &BTreeMap<(bool, &str), Vec<Optio
         pts.dedup();
         curves.push((source.to_string(), pts));
     }
-    let t = cfg.pipeline.pad.threshold;
-    let mut marks = Vec::new();
-    for (label, thr) in [("enrol", t.enrol), ("verify", t.verify)] {
-        let all_attacks: Vec<f32> = sources
-            .iter()
-            .filter(|k| k.0 .0)
-            .flat_map(|(_, v)| v.iter().flatten().copied())
-            .collect();
-        let apcer = all_attacks.iter().filter(|s| **s >= thr).count() as f64 / all_attacks.len().max(1) as f64;
-        let bpcer = bona.iter().filter(|s| **s < thr).count() as f64 / bona.len().max(1) as f64;
-        marks.push((format!("{label} threshold {thr:.3} (all attacks)"), bpcer, apcer));
-    }
-    let curve_refs: Vec<Curve> = curves
-        .iter()
-        .map(|(label, pts)| Curve {
-            label: format!("attacks: {label}"),
-            points: pts,
-        })
-        .collect();
-    plot::det(
-        &out.join("det.svg"),
-        "PAD DET, all bona fide captures",
-        ("BPCER", "APCER"),
-        &curve_refs,
-        &marks,
-    )?;
-    let series: Vec<(String, Vec<f32>)> = sources
-        .iter()
-        .map(|((attack, source), v)| {
-            (
-                format!("{} {source}", if *attack { "attack" } else { "bona fide" }),
-                v.iter().flatten().copied().collect(),
-            )
-        })
-        .collect();
-    let refs: Vec<(String, &[f32])> = series.iter().map(|(l, v)| (l.clone(), v.as_slice())).collect();
-    plot::histogram(
-        &out.join("scores.svg"),
-        "PAD bona fide probability",
-        "bona fide probability",
-        (0.0, 1.0),
-        &refs,
-        &[("enrol threshold".into(), t.enrol), ("verify threshold".into(), t.verify)],
-    )?;
-    Ok(())
+    curves
 }

@@ -112,29 +112,7 @@ pub fn histogram(
     series: &[(String, &[f32])],
     thresholds: &[(String, f32)],
 ) -> Result<(), AnyError> {
-    const BINS: usize = 80;
-    let width = (range.1 - range.0) / BINS as f32;
-    let shares: Vec<Vec<(f64, f64)>> = series
-        .iter()
-        .map(|(_, v)| {
-            let mut counts = vec![0usize; BINS];
-            for s in v.iter().filter(|s| s.is_finite()) {
-                let b = (((s - range.0) / width).floor().max(0.0) as usize).min(BINS - 1);
-                counts[b] += 1;
-            }
-            // A step outline: each bin's share held across its width.
-            let n = v.len().max(1) as f64;
-            counts
-                .iter()
-                .enumerate()
-                .flat_map(|(b, c)| {
-                    let x0 = f64::from(range.0 + b as f32 * width);
-                    let y = *c as f64 / n;
-                    [(x0, y), (x0 + f64::from(width), y)]
-                })
-                .collect()
-        })
-        .collect();
+    let shares: Vec<Vec<(f64, f64)>> = series.iter().map(|(_, v)| step_outline(v, range)).collect();
     let ymax = shares.iter().flatten().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.1;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -165,4 +143,29 @@ pub fn histogram(
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
     finish(&root, &mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// Bins of a score histogram over a range.
+const BINS: usize = 80;
+
+/// The histogram of `v` over `range` as the points of its outline: each bin's share of `v`
+/// (its own count, so series of different sizes compare).
+fn step_outline(v: &[f32], range: (f32, f32)) -> Vec<(f64, f64)> {
+    let width = (range.1 - range.0) / BINS as f32;
+    let mut counts = vec![0usize; BINS];
+    for s in v.iter().filter(|s| s.is_finite()) {
+        let b = (((s - range.0) / width).floor().max(0.0) as usize).min(BINS - 1);
+        counts[b] += 1;
+    }
+    // A step outline: each bin's share held across its width.
+    let n = v.len().max(1) as f64;
+    counts
+        .iter()
+        .enumerate()
+        .flat_map(|(b, c)| {
+            let x0 = f64::from(range.0 + b as f32 * width);
+            let y = *c as f64 / n;
+            [(x0, y), (x0 + f64::from(width), y)]
+        })
+        .collect()
 }

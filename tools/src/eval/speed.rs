@@ -32,16 +32,7 @@ pub struct SpeedArgs {
 
 pub fn run(cfg: &Config, args: SpeedArgs) -> Result<(), AnyError> {
     let sets = sets(&args.photos)?;
-    let purposes: Vec<Purpose> = args
-        .purposes
-        .iter()
-        .map(|p| match p.as_str() {
-            "search" => Ok(Purpose::Search),
-            "verify" => Ok(Purpose::Verify),
-            "enrol" => Ok(Purpose::Enrol),
-            other => Err(format!("--purposes: {other:?} is not search, verify or enrol")),
-        })
-        .collect::<Result<_, _>>()?;
+    let purposes = parse_purposes(&args.purposes)?;
     let workers = workers_or_cores(0);
     let runs = args.runs.max(10);
     println!(
@@ -51,12 +42,15 @@ pub fn run(cfg: &Config, args: SpeedArgs) -> Result<(), AnyError> {
     let mut p = Pipeline::load(&cfg.pipeline)?;
     for set in &sets {
         let (w, h) = detector_input(cfg, &set.photos[0])?;
-        let models = floor::measure(&cfg.pipeline, (w, h), runs)?;
-        let model = |role: &str| models.iter().find(|m| m.role == role).map_or(0.0, |m| ms(m.p50));
-        let decode = decode_p50(cfg, &set.photos, runs)?;
+        let floor = Floor {
+            models: floor::measure(&cfg.pipeline, (w, h), runs)?,
+            decode: decode_p50(cfg, &set.photos, runs)?,
+        };
+        let model = |role: &str| floor.model(role);
         println!("\n{} ({} photos, detector input {w}x{h})", set.name, set.photos.len());
         println!(
-            "  floor: decode {decode:.2} ms, detect {:.2}, pad {:.2}, quality {:.2}, embed {:.2}, mad {:.2} ms",
+            "  floor: decode {:.2} ms, detect {:.2}, pad {:.2}, quality {:.2}, embed {:.2}, mad {:.2} ms",
+            floor.decode,
             model("detect"),
             model("pad"),
             model("quality"),
@@ -64,37 +58,80 @@ pub fn run(cfg: &Config, args: SpeedArgs) -> Result<(), AnyError> {
             model("mad")
         );
         for &purpose in &purposes {
-            // Search and verify: one recognizer run. Enrolment: the MAD stage runs the
-            // recognizer on two crops and the MAD model; no separate embedding.
-            let models_ms = model("detect")
-                + model("pad")
-                + model("quality")
-                + if purpose == Purpose::Enrol && model("mad") > 0.0 {
-                    2.0 * model("embed") + model("mad")
-                } else {
-                    model("embed")
-                };
-            let floor_ms = decode + models_ms;
-            let (stages, total, refused) = one_worker(&mut p, &set.photos, purpose, runs)?;
-            let rate = throughput(cfg, &set.photos, purpose, runs, workers)?;
-            let stages: Vec<String> = stages.iter().map(|(s, v)| format!("{s} {v:.2}")).collect();
-            println!(
-                "  {purpose:?}: {} ms; total p50 {total:.2} ms{}",
-                stages.join(", "),
-                if refused > 0 {
-                    format!(" ({refused} of {runs} runs refused)")
-                } else {
-                    String::new()
-                }
-            );
-            println!(
-                "    {workers} workers: {rate:.1} photos/s; floor {floor_ms:.2} ms ({:.0} % of it inference) -> ceiling {:.1}/s; facegate at {:.0} % of the ceiling",
-                100.0 * models_ms / floor_ms,
-                workers as f64 * 1e3 / floor_ms,
-                100.0 * rate / (workers as f64 * 1e3 / floor_ms)
-            );
+            report_purpose(cfg, &mut p, set, purpose, &floor, (runs, workers))?;
         }
     }
+    Ok(())
+}
+
+fn parse_purposes(names: &[String]) -> Result<Vec<Purpose>, String> {
+    names
+        .iter()
+        .map(|p| match p.as_str() {
+            "search" => Ok(Purpose::Search),
+            "verify" => Ok(Purpose::Verify),
+            "enrol" => Ok(Purpose::Enrol),
+            other => Err(format!("--purposes: {other:?} is not search, verify or enrol")),
+        })
+        .collect()
+}
+
+/// The floor of one photo set: the decode's p50 and each model's raw p50, in ms.
+struct Floor {
+    models: Vec<floor::FloorModel>,
+    decode: f64,
+}
+
+impl Floor {
+    fn model(&self, role: &str) -> f64 {
+        self.models.iter().find(|m| m.role == role).map_or(0.0, |m| ms(m.p50))
+    }
+
+    /// The models' time for one photo on `purpose`'s path.
+    fn models_ms(&self, purpose: Purpose) -> f64 {
+        let model = |role: &str| self.model(role);
+        // Search and verify: one recognizer run. Enrolment: the MAD stage runs the
+        // recognizer on two crops and the MAD model; no separate embedding.
+        model("detect")
+            + model("pad")
+            + model("quality")
+            + if purpose == Purpose::Enrol && model("mad") > 0.0 {
+                2.0 * model("embed") + model("mad")
+            } else {
+                model("embed")
+            }
+    }
+}
+
+/// One set and purpose: the stages with one worker, then throughput against the ceiling.
+fn report_purpose(
+    cfg: &Config,
+    p: &mut Pipeline,
+    set: &PhotoSet,
+    purpose: Purpose,
+    floor: &Floor,
+    (runs, workers): (usize, usize),
+) -> Result<(), AnyError> {
+    let models_ms = floor.models_ms(purpose);
+    let floor_ms = floor.decode + models_ms;
+    let (stages, total, refused) = one_worker(p, &set.photos, purpose, runs)?;
+    let rate = throughput(cfg, &set.photos, purpose, runs, workers)?;
+    let stages: Vec<String> = stages.iter().map(|(s, v)| format!("{s} {v:.2}")).collect();
+    println!(
+        "  {purpose:?}: {} ms; total p50 {total:.2} ms{}",
+        stages.join(", "),
+        if refused > 0 {
+            format!(" ({refused} of {runs} runs refused)")
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "    {workers} workers: {rate:.1} photos/s; floor {floor_ms:.2} ms ({:.0} % of it inference) -> ceiling {:.1}/s; facegate at {:.0} % of the ceiling",
+        100.0 * models_ms / floor_ms,
+        workers as f64 * 1e3 / floor_ms,
+        100.0 * rate / (workers as f64 * 1e3 / floor_ms)
+    );
     Ok(())
 }
 
