@@ -5,9 +5,10 @@ Static quantization with ONNX Runtime's own tools (onnxruntime.quantization, pin
 runtime the service loads, 1.31.1): weights INT8 per output channel, activations UINT8 per
 tensor from a calibration set this script builds the same way every time from LFW photos:
 
-* recognizer: 200 faces of LFW View 2 fold-1 people (every 2nd photo of every 4th person,
-  see calibration_photos), each detected, chosen and aligned to 112x112 exactly as the
-  service does it (models/src/detect.rs, subject.rs, align.rs), RGB, (x - 127.5) / 127.5;
+* recognizer: 200 photos of 111 LFW View 2 fold-1 people (every 2nd photo of every 4th
+  person by name, see calibration_photos), each face detected, chosen and aligned to
+  112x112 as the service does it (models/src/detect.rs, subject.rs, align.rs: the crops
+  equal `facegate-tools faces --aligned`'s within one level), RGB, (x - 127.5) / 127.5;
 * detector: the same 200 photos as the service feeds them (BGR minus (104, 117, 127),
   longer side at most 640: LFW's 150x150 as they are), and 40 NUAA bona fide 640x480
   webcam frames, the size a camera sends.
@@ -71,12 +72,14 @@ ARCFACE_TEMPLATE = np.array(
 )
 REC_SIZE, REC_MEAN, REC_STD = 112, 127.5, 127.5
 
-# How each file is quantized: the fastest of QDQ and QOperator, depthwise convolutions in
-# INT8 or left in float, measured with `quantize.py bench` on this project's 2-core x86
-# machine (AVX-512 VNNI; BENCHMARKS.md "INT8 models"). --format and --depthwise override.
+# How each file is quantized: QDQ (QOperator was no faster, and with the recognizer's
+# PRelu rewritten its QLinearMul by the per-channel slope gave embeddings unrelated to the
+# FP32 ones: cosine 0.00 to them), depthwise convolutions in INT8 or left in float as
+# measured with `quantize.py bench` on this project's 2-core x86 machine (AVX-512 VNNI;
+# BENCHMARKS.md "INT8 models"). --format and --depthwise override.
 SETTINGS = {
     DETECTOR: {"format": "qdq", "depthwise": "int8"},
-    RECOGNIZER: {"format": "qoperator", "depthwise": "float"},
+    RECOGNIZER: {"format": "qdq", "depthwise": "float"},
 }
 
 N_RECOGNIZER = 200
@@ -254,8 +257,7 @@ def fold_people(data: Path, folds: set[int]) -> list[str]:
 
 def calibration_photos(data: Path) -> list[Path]:
     """200 photos of fold-1 people, fixed by sorted names: every 4th person from the first,
-    their photos in order, the first and then every 2nd; then around again from the 2nd
-    person until 200."""
+    every 2nd of their photos in order (the 1st, 3rd, ...), until there are 200."""
     images = data / "faces/lfw/images"
     people = fold_people(data, {1})
     out: list[Path] = []
@@ -340,7 +342,7 @@ def prelu_as_relu(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def quantize(src: Path, dst: Path, input_name: str, tensors: list[np.ndarray], fmt: str, method: str, rewrite: bool, float_depthwise: bool) -> None:
+def quantize(src: Path, dst: Path, input_name: str, tensors: list[np.ndarray], fmt: str, rewrite: bool, float_depthwise: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Per-channel QDQ needs opset 13 (DequantizeLinear's axis); both files are opset 11.
         model = onnx.load(str(src))
@@ -368,7 +370,9 @@ def quantize(src: Path, dst: Path, input_name: str, tensors: list[np.ndarray], f
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[method],
+            # MinMax: the histogram methods (percentile, entropy) fail on calibration inputs
+            # of different sizes, which the detector's must be.
+            calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=depthwise if float_depthwise else [],
             extra_options={"CalibMovingAverage": False},
         )
@@ -388,8 +392,8 @@ def make(args) -> None:
         fmt = args.format or SETTINGS[src.name]["format"]
         depthwise = args.depthwise or SETTINGS[src.name]["depthwise"]
         rewrite = src.name == RECOGNIZER and not args.keep_prelu
-        quantize(src, dst, name, tensors, fmt, args.method, rewrite, depthwise == "float")
-        how = f"{fmt}, {args.method}, depthwise {depthwise}" + (", PRelu rewritten" if rewrite else "")
+        quantize(src, dst, name, tensors, fmt, rewrite, depthwise == "float")
+        how = f"{fmt}, minmax, depthwise {depthwise}" + (", PRelu rewritten" if rewrite else "")
         print(f"quantize: {dst.relative_to(HERE.parent)} {sha256(dst)} ({dst.stat().st_size} bytes; {how})")
 
 
@@ -447,7 +451,6 @@ def main() -> None:
     ap.add_argument("command", nargs="?", default="make", choices=["make", "bench"])
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
     ap.add_argument("--format", choices=["qdq", "qoperator"], help="for both files (default: SETTINGS, per file)")
-    ap.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
     ap.add_argument("--variant", default="", help="a name put after -int8 in the output files (to keep variants side by side)")
     ap.add_argument("--keep-prelu", action="store_true", help="quantize the recognizer's PRelu layers as they are (slower)")
     ap.add_argument("--depthwise", choices=["int8", "float"], help="for both files (default: SETTINGS, per file)")
