@@ -11,5 +11,6 @@ pub mod pool;
 
 pub use directory::{GalleryConfig, GalleryDirectory};
 pub use error::GalleryError;
+pub use gallery::postgres::{Backend as GalleryBackend, PostgresConfig};
 pub use gallery::{Candidate, IndexKind, PartitionStatus};
 pub use pool::{PipelinePool, PoolConfig, PoolError};

@@ -112,7 +112,18 @@ impl Pg {
         let log = self.root.join("server.log");
         let out = self.tool(
             "pg_ctl",
-            &["-D", &self.data.to_string_lossy(), "-o", &opts, "-l", &log.to_string_lossy(), "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                &self.data.to_string_lossy(),
+                "-o",
+                &opts,
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         );
         assert!(
             out.status.success(),
@@ -271,7 +282,11 @@ fn chown(path: &Path) {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "chown {USER} {}: does the user exist? (./facegate.sh setup creates it)", path.display());
+        assert!(
+            ok,
+            "chown {USER} {}: does the user exist? (./facegate.sh setup creates it)",
+            path.display()
+        );
     }
 }
 
