@@ -164,7 +164,7 @@ async fn a_database_that_goes_away_gives_503_and_health_storage_false_then_recov
     let (s, body) = post(
         &svc,
         "/api/v1/enrol",
-        serde_json::json!({"image": obama, "subject_id": "second"}),
+        serde_json::json!({"image": b64(&photo("biden.jpg")), "subject_id": "second"}),
         None,
     )
     .await;
