@@ -64,7 +64,7 @@ pub fn encode_template(v: &[f32]) -> Vec<u8> {
 }
 
 pub fn decode_template(b: &[u8]) -> Result<Vec<f32>, DbError> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(DbError::Data(format!(
             "a stored template of {} bytes is not a vector of f32",
             b.len()
