@@ -382,3 +382,36 @@ fn a_wrong_password_stops_start_up_naming_the_option_and_never_printing_the_pass
     let _ = child.wait();
     assert!(up, "the server did not start with the password from its own option");
 }
+
+#[actix_web::test]
+async fn gallery_migrate_copies_an_embedded_partition_into_postgres_and_back_verified() {
+    let pg = Pg::start();
+    let (src, back) = (Storage::new(false), Storage::new(false));
+    {
+        let g = GalleryDirectory::open(src.config().gallery, 8).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..50u32 {
+            let v: Vec<f32> = (0..8).map(|k| if k == (i % 8) as usize { 1.0 } else { 0.0 }).collect();
+            g.enrol("moved", &format!("s{i}"), v, "m1", 0.9)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        g.close().await;
+    }
+    let run = |from: &str, to: &str, data: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(["gallery", "migrate", "--from", from, "--to", to, "--partition", "moved"])
+            .env("FACEGATE__GALLERY__DATA_DIR", data)
+            .env("FACEGATE__GALLERY__POSTGRES__URL", pg.url())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let first = run("embedded", "postgres", src.path());
+    assert!(first.contains("moved: 50 templates copied and verified"), "{first}");
+    // Run again: resumes after what is there, copies nothing twice.
+    assert_eq!(run("embedded", "postgres", src.path()), first);
+    assert_eq!(pg.sql("SELECT count(*) FROM facegate_templates"), "50");
+    assert_eq!(run("postgres", "embedded", back.path()), first, "the same checksum on the way back");
+}
