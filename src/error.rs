@@ -158,7 +158,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Overloaded(_)) {
+        // A restarting partition or a database that went away comes back by itself.
+        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
         }
         if let ApiError::MethodNotAllowed { allow, .. } = self {

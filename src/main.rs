@@ -41,6 +41,11 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Gallery maintenance.
+    Gallery {
+        #[command(subcommand)]
+        command: GalleryCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +90,30 @@ enum AuditCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum GalleryCommand {
+    /// Copy partitions between the embedded store (gallery.data_dir) and PostgreSQL
+    /// (gallery.postgres.url): resumable, verified by counts and a checksum of the templates.
+    /// Stop the nodes writing to the source first.
+    Migrate {
+        #[arg(long, value_parser = parse_backend)]
+        from: facegate_actors::GalleryBackend,
+        #[arg(long, value_parser = parse_backend)]
+        to: facegate_actors::GalleryBackend,
+        /// One partition (default: every partition of the source).
+        #[arg(long)]
+        partition: Option<String>,
+    },
+}
+
+fn parse_backend(s: &str) -> Result<facegate_actors::GalleryBackend, String> {
+    match s {
+        "embedded" => Ok(facegate_actors::GalleryBackend::Embedded),
+        "postgres" => Ok(facegate_actors::GalleryBackend::Postgres),
+        _ => Err("embedded or postgres".into()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match Config::load(cli.config.as_deref()) {
@@ -101,6 +130,9 @@ fn main() -> ExitCode {
         Command::Audit(AuditCommand::Verify { data_dir }) => return audit_verify(&data_dir.unwrap_or(cfg.gallery.data_dir)),
         Command::Keys { command } => keys(cfg, command),
         Command::Partitions { command } => partitions(cfg, command),
+        Command::Gallery {
+            command: GalleryCommand::Migrate { from, to, partition },
+        } => migrate(&cfg, from, to, partition.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -251,6 +283,43 @@ fn partitions(cfg: Config, command: PartitionsCommand) -> Result<(), AnyError> {
             println!("{name}: data key and templates erased, files removed");
         }
     }
+    Ok(())
+}
+
+fn migrate(
+    cfg: &Config,
+    from: facegate_actors::GalleryBackend,
+    to: facegate_actors::GalleryBackend,
+    partition: Option<&str>,
+) -> Result<(), AnyError> {
+    use facegate_actors::gallery::postgres::migrate::{self, Progress};
+    let style = indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} templates, {per_sec}, eta {eta}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    migrate::run(&cfg.gallery, from, to, partition, &mut |p| match p {
+        Progress::Copying { partition, done, total } => {
+            if bar.as_ref().is_none_or(|(name, _)| *name != partition) {
+                let b = indicatif::ProgressBar::new(total)
+                    .with_style(style.clone())
+                    .with_prefix(partition.clone());
+                bar = Some((partition, b));
+            }
+            if let Some((_, b)) = &bar {
+                b.set_position(done);
+            }
+        }
+        Progress::Verified {
+            partition,
+            templates,
+            checksum,
+        } => {
+            if let Some((_, b)) = bar.take() {
+                b.finish();
+            }
+            println!("{partition}: {templates} templates copied and verified (sha256 {checksum})");
+        }
+    })?;
     Ok(())
 }
 

@@ -37,10 +37,15 @@ where
     );
 }
 
-#[actix_web::test]
-async fn enrol_search_verify_delete_round_trip_on_real_photos() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let svc = service!(config(tmp.path()));
+// The gallery-facing tests, once per backend (embedded, and a real PostgreSQL).
+both_backends!(
+    enrol_search_verify_delete_round_trip_on_real_photos,
+    partitions_never_mix_models,
+    tenants_see_only_their_partitions,
+);
+
+async fn enrol_search_verify_delete_round_trip_on_real_photos(storage: common::Storage) {
+    let svc = service!(storage.config());
     let subject = "obama <&\"'>";
     let (s, body) = enrol(&svc, &photo("obama.jpg"), subject).await;
     assert_eq!(s, 200, "{body}");
@@ -425,22 +430,17 @@ async fn a_morph_is_refused_at_enrol_with_its_score_and_leaves_no_trace() {
     assert_no_partition_left(&svc).await;
 }
 
-#[actix_web::test]
-async fn partitions_never_mix_models() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn partitions_never_mix_models(storage: common::Storage) {
     {
         // A partition written earlier by another recognizer, through the gallery's own API.
-        let cfg = facegate_actors::GalleryConfig {
-            data_dir: tmp.path().to_path_buf(),
-            ..config(tmp.path()).gallery
-        };
+        let cfg = storage.config().gallery;
         let g = facegate_actors::GalleryDirectory::open(cfg, 512).unwrap_or_else(|e| panic!("{e}"));
         g.enrol("legacy", "old", vec![1.0 / (512f32).sqrt(); 512], "arcface-w600k-r50", 0.9)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         g.close().await;
     }
-    let svc = service!(config(tmp.path()));
+    let svc = service!(storage.config());
     let img = b64(&photo("obama.jpg"));
     let (s, body) = post(
         &svc,
@@ -460,10 +460,8 @@ async fn partitions_never_mix_models() {
     assert_eq!(s.as_u16(), 409);
 }
 
-#[actix_web::test]
-async fn tenants_see_only_their_partitions() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = config(tmp.path());
+async fn tenants_see_only_their_partitions(storage: common::Storage) {
+    let mut cfg = storage.config();
     cfg.auth.keys = vec![
         key("watch", "watchlist-key-0123456789", &["watchlist"], &[Right::Search, Right::Enrol]),
         key("staff", "employees-key-0123456789", &["employees"], &[Right::Search, Right::Enrol]),

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::gallery::postgres::{self, Backend, CatchUp, Event, PgBackend, PgRuntime, PostgresConfig};
 use crate::gallery::{store, Applied, Candidate, Close, GalleryActor, IndexKind, IndexSettings, PartitionStatus, Shared, Write, WriteMsg};
 #[cfg(feature = "test-hooks")]
 use crate::gallery::{InjectFault, Stall};
@@ -18,6 +19,10 @@ use crate::GalleryError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GalleryConfig {
+    /// "embedded" (SQLite + FAISS files under `data_dir`, one node) or "postgres" (one
+    /// database shared by several nodes, `[gallery.postgres]`).
+    pub backend: Backend,
+    pub postgres: PostgresConfig,
     /// One sub-directory per partition, each with its SQLite store.
     pub data_dir: PathBuf,
     /// Templates kept per subject; an enrolment beyond it replaces the oldest.
@@ -42,6 +47,8 @@ pub struct GalleryConfig {
 impl Default for GalleryConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::Embedded,
+            postgres: PostgresConfig::default(),
             data_dir: PathBuf::from("data"),
             max_templates_per_subject: 10,
             index: IndexKind::Exact,
@@ -90,6 +97,21 @@ pub struct GalleryDirectory {
     dim: usize,
     master: Option<Arc<MasterKey>>,
     partitions: DashMap<String, Partition>,
+    /// The database of the "postgres" backend, the runtime of its connections and the
+    /// thread that hands its events to the partitions.
+    pg: Option<Arc<PgBackend>>,
+    pg_runtime: Option<PgRuntime>,
+    pg_events: Option<ArbiterHandle>,
+}
+
+impl Drop for GalleryDirectory {
+    fn drop(&mut self) {
+        if let Some(a) = self.pg_events.take() {
+            a.stop();
+        }
+        // Its connections and listener end with it.
+        drop(self.pg_runtime.take());
+    }
 }
 
 impl GalleryDirectory {
@@ -103,6 +125,9 @@ impl GalleryDirectory {
         }
         std::fs::create_dir_all(&cfg.data_dir)?;
         warn_if_readable_by_others(&cfg.data_dir);
+        if cfg.backend == Backend::Postgres {
+            return Self::open_postgres(cfg, dim);
+        }
         let master = MasterKey::load(&cfg.encryption)
             .map_err(|e| std::io::Error::other(e.to_string()))?
             .map(Arc::new);
@@ -124,6 +149,9 @@ impl GalleryDirectory {
             dim,
             master,
             partitions: DashMap::new(),
+            pg: None,
+            pg_runtime: None,
+            pg_events: None,
         });
         for name in &names {
             dir.start(name);
@@ -134,6 +162,67 @@ impl GalleryDirectory {
     /// The master key in use: None with encryption off.
     pub fn master_key(&self) -> Option<&MasterKey> {
         self.master.as_deref()
+    }
+
+    /// The "postgres" backend: every partition in the database, and a listener that keeps
+    /// them up to date and finds the partitions other nodes create.
+    fn open_postgres(cfg: GalleryConfig, dim: usize) -> std::io::Result<Arc<Self>> {
+        let (backend, runtime, names) = PgBackend::open(cfg.postgres.clone()).map_err(std::io::Error::other)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = Arbiter::new();
+        // Templates reach the database as the recognizer's floats: the seal of the
+        // embedded store is not applied on this backend yet, and health says so.
+        tracing::warn!("gallery.backend = postgres: templates are stored in PostgreSQL without encryption at rest");
+        let dir = Arc::new(Self {
+            cfg,
+            dim,
+            master: None,
+            partitions: DashMap::new(),
+            pg: Some(backend.clone()),
+            pg_runtime: Some(runtime),
+            pg_events: Some(events.handle()),
+        });
+        for name in names.iter().filter(|n| validate_partition(n).is_ok()) {
+            dir.start(name);
+        }
+        backend.spawn_listener(tx);
+        // Events are handled on an actix thread: starting a partition needs the system.
+        let weak = Arc::downgrade(&dir);
+        events.spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let Some(dir) = weak.upgrade() else { return };
+                dir.on_event(event);
+            }
+        });
+        Ok(dir)
+    }
+
+    fn on_event(&self, event: Event) {
+        match event {
+            Event::Changed(name) => {
+                if validate_partition(&name).is_ok() {
+                    self.start(&name).addr.do_send(CatchUp);
+                }
+            }
+            Event::Up => {
+                for p in self.partitions.iter() {
+                    p.addr.do_send(CatchUp);
+                }
+            }
+            Event::Down => {
+                for p in self.partitions.iter() {
+                    if p.shared.status() == PartitionStatus::Ready {
+                        p.shared.set_status(PartitionStatus::Degraded);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The durable storage is reachable (always, for the embedded backend: its probe is
+    /// the write to the data directory).
+    pub fn storage_online(&self) -> bool {
+        self.pg.as_ref().is_none_or(|b| b.online())
     }
 
     fn start(&self, name: &str) -> Partition {
@@ -148,6 +237,10 @@ impl GalleryDirectory {
                     self.cfg.index_settings(),
                     self.master.clone(),
                 );
+                let actor = match &self.pg {
+                    Some(b) => actor.with_postgres(b.clone()),
+                    None => actor,
+                };
                 // Each partition has its own thread: a slow fsync in one never delays another.
                 let arbiter = Arbiter::new();
                 let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
@@ -261,6 +354,9 @@ impl GalleryDirectory {
     pub async fn verify(&self, partition: &str, subject: &str, query: Vec<f32>, model_id: &str) -> Result<f32, GalleryError> {
         validate_subject(subject)?;
         let p = self.get(partition)?;
+        if let Some(pg) = &self.pg {
+            return postgres::verify(pg, &p.shared, subject, &query, model_id).await;
+        }
         let (subject, model_id) = (subject.to_string(), model_id.to_string());
         blocking(&p, move |s| s.verify(&subject, &query, &model_id)).await
     }

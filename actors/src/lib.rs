@@ -12,5 +12,6 @@ pub mod seal;
 
 pub use directory::{GalleryConfig, GalleryDirectory};
 pub use error::GalleryError;
+pub use gallery::postgres::{Backend as GalleryBackend, PostgresConfig};
 pub use gallery::{Candidate, IndexKind, PartitionStatus};
 pub use pool::{FrameAnalysis, PipelinePool, PoolConfig, PoolError};

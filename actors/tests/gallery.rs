@@ -1,10 +1,15 @@
 //! The gallery through its public API, inside a real actix system: durability across a
 //! restart, concurrent searches during a slow write, fault isolation, model separation.
+//! Every test runs on both backends: `embedded` (SQLite + FAISS files) and `postgres` (a real
+//! PostgreSQL started for the test, see tests/common/pg.rs).
+
+#[path = "../../tests/common/pg.rs"]
+mod pg;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use facegate_actors::{GalleryConfig, GalleryDirectory, GalleryError, PartitionStatus};
+use facegate_actors::{GalleryBackend, GalleryConfig, GalleryDirectory, GalleryError, PartitionStatus};
 
 const DIM: usize = 32;
 
@@ -31,13 +36,61 @@ fn keyed(dir: &std::path::Path) -> GalleryConfig {
     cfg
 }
 
-fn open(dir: &std::path::Path) -> Arc<GalleryDirectory> {
-    let cfg = GalleryConfig {
-        data_dir: dir.to_path_buf(),
-        max_templates_per_subject: 3,
-        ..keyed(dir)
-    };
-    GalleryDirectory::open(cfg, DIM).unwrap_or_else(|e| panic!("{e}"))
+/// A test's storage: a scratch directory, and a PostgreSQL for the postgres backend.
+struct Fx {
+    tmp: tempfile::TempDir,
+    pg: Option<pg::Pg>,
+}
+
+impl Fx {
+    fn new(postgres: bool) -> Self {
+        Self {
+            tmp: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+            pg: postgres.then(pg::Pg::start),
+        }
+    }
+
+    fn cfg(&self) -> GalleryConfig {
+        let mut cfg = GalleryConfig {
+            max_templates_per_subject: 3,
+            ..keyed(self.tmp.path())
+        };
+        if let Some(pg) = &self.pg {
+            cfg.backend = GalleryBackend::Postgres;
+            cfg.postgres.url = pg.url();
+        }
+        cfg
+    }
+}
+
+/// Each test once per backend.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[actix_rt::test]
+            async fn embedded() {
+                super::$name(super::Fx::new(false)).await
+            }
+            #[actix_rt::test]
+            async fn postgres() {
+                super::$name(super::Fx::new(true)).await
+            }
+        }
+    )*};
+}
+
+both!(
+    acknowledged_enrolments_survive_a_restart,
+    searches_complete_while_a_write_is_stalled,
+    a_fault_in_one_partition_leaves_the_others_serving,
+    templates_of_another_model_are_refused_not_compared,
+    several_templates_per_subject_one_answer_each,
+    a_large_partition_reloads_as_ivf_and_still_finds_and_verifies,
+    a_large_partition_reloads_as_lsh_with_exact_scores,
+);
+
+fn open(fx: &Fx) -> Arc<GalleryDirectory> {
+    GalleryDirectory::open(fx.cfg(), DIM).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Enrol the template `unit(seed)` of model "m1"; the test fails if it is not acknowledged.
@@ -55,11 +108,9 @@ async fn until_ready(g: &GalleryDirectory, partition: &str) {
     }
 }
 
-#[actix_rt::test]
-async fn acknowledged_enrolments_survive_a_restart() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn acknowledged_enrolments_survive_a_restart(fx: Fx) {
     {
-        let g = open(tmp.path());
+        let g = open(&fx);
         let writes: Vec<_> = (0..50)
             .map(|i| {
                 let g = g.clone();
@@ -71,7 +122,7 @@ async fn acknowledged_enrolments_survive_a_restart() {
         }
         g.delete("default", "p7").await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let g = open(tmp.path());
+    let g = open(&fx);
     until_ready(&g, "default").await;
     assert_eq!(g.names(), vec!["default"]);
     let hits = g.search("default", unit(3), "m1", 1, 0.0).await.unwrap_or_else(|e| panic!("{e}"));
@@ -83,10 +134,8 @@ async fn acknowledged_enrolments_survive_a_restart() {
     );
 }
 
-#[actix_rt::test]
-async fn searches_complete_while_a_write_is_stalled() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let g = open(tmp.path());
+async fn searches_complete_while_a_write_is_stalled(fx: Fx) {
+    let g = open(&fx);
     enrol(&g, "default", "alice", 1).await;
     // The writer is busy for 2 s (as a slow fsync would be) and an enrolment queues behind it.
     g.stall_writer("default", Duration::from_secs(2)).unwrap_or_else(|e| panic!("{e}"));
@@ -107,10 +156,8 @@ async fn searches_complete_while_a_write_is_stalled() {
     assert!(searched < waited, "searches {searched:?} vs write {waited:?}");
 }
 
-#[actix_rt::test]
-async fn a_fault_in_one_partition_leaves_the_others_serving() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let g = open(tmp.path());
+async fn a_fault_in_one_partition_leaves_the_others_serving(fx: Fx) {
+    let g = open(&fx);
     enrol(&g, "watchlist", "w1", 10).await;
     enrol(&g, "employees", "e1", 20).await;
     g.stall_writer("watchlist", Duration::from_millis(300))
@@ -132,23 +179,23 @@ async fn a_fault_in_one_partition_leaves_the_others_serving() {
     enrol(&g, "watchlist", "w2", 11).await;
 }
 
-#[actix_rt::test]
-async fn templates_of_another_model_are_refused_not_compared() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let g = open(tmp.path());
+async fn templates_of_another_model_are_refused_not_compared(fx: Fx) {
+    let g = open(&fx);
     g.enrol("default", "a", unit(1), "arcface-w600k-mbf", 0.9)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = g.enrol("default", "b", unit(2), "arcface-w600k-r50", 0.9).await.unwrap_err();
+    let Err(err) = g.enrol("default", "b", unit(2), "arcface-w600k-r50", 0.9).await else {
+        panic!("a template of another model was accepted")
+    };
     assert!(matches!(err, GalleryError::ModelMismatch { .. }), "{err:?}");
-    let err = g.search("default", unit(1), "arcface-w600k-r50", 1, 0.0).await.unwrap_err();
+    let Err(err) = g.search("default", unit(1), "arcface-w600k-r50", 1, 0.0).await else {
+        panic!("templates of another model were compared")
+    };
     assert!(matches!(err, GalleryError::ModelMismatch { .. }), "{err:?}");
 }
 
-#[actix_rt::test]
-async fn several_templates_per_subject_one_answer_each() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let g = open(tmp.path());
+async fn several_templates_per_subject_one_answer_each(fx: Fx) {
+    let g = open(&fx);
     for i in 0..5 {
         enrol(&g, "default", "alice", 100 + i).await;
     }
@@ -182,16 +229,13 @@ async fn several_templates_per_subject_one_answer_each() {
     ));
 }
 
-#[actix_rt::test]
-async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies(fx: Fx) {
     let cfg = GalleryConfig {
-        data_dir: tmp.path().to_path_buf(),
         index: facegate_actors::gallery::IndexKind::Ivf,
         ivf_nlist: 4,
         ivf_nprobe: 2,
         approx_min_templates: 300,
-        ..keyed(tmp.path())
+        ..fx.cfg()
     };
     let g = big_partition(cfg).await;
     for i in [0, 123, 399] {
@@ -203,10 +247,12 @@ async fn a_large_partition_reloads_as_ivf_and_still_finds_and_verifies() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!((s - 1.0).abs() < 1e-5);
     }
-    assert!(
-        tmp.path().join("big/snapshot/index.faiss").is_file(),
-        "a trained IVF index is snapshotted"
-    );
+    if fx.pg.is_none() {
+        assert!(
+            fx.tmp.path().join("big/snapshot/index.faiss").is_file(),
+            "a trained IVF index is snapshotted"
+        );
+    }
     // Changes after the snapshot, then a crash-like restart: the snapshot is restored and
     // brought up to date from the store.
     g.delete("big", "p123").await.unwrap_or_else(|e| panic!("{e}"));
@@ -243,14 +289,11 @@ async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec
     out
 }
 
-#[actix_rt::test]
-async fn a_large_partition_reloads_as_lsh_with_exact_scores() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn a_large_partition_reloads_as_lsh_with_exact_scores(fx: Fx) {
     let cfg = GalleryConfig {
-        data_dir: tmp.path().to_path_buf(),
         index: facegate_actors::gallery::IndexKind::Lsh,
         approx_min_templates: 300,
-        ..keyed(tmp.path())
+        ..fx.cfg()
     };
     let g = big_partition(cfg).await;
     for i in [0, 123, 399] {

@@ -86,7 +86,7 @@ pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> H
     let models = state.pool.health().await;
     let gallery = state.gallery.clone();
     let data_dir = state.cfg.gallery.data_dir.clone();
-    let (faiss, storage) = web::block(move || (gallery.probe(), storage_writable(&data_dir)))
+    let (faiss, storage) = web::block(move || (gallery.probe(), storage_writable(&data_dir) && gallery.storage_online()))
         .await
         .unwrap_or((false, false));
     let healthy = faiss && storage && models.detection && models.recognition && models.quality && models.pad;

@@ -2,6 +2,8 @@
 //! `actix_web::test` service, photos, and requests that check the answer's content type.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod pg;
+
 use std::path::PathBuf;
 
 use actix_web::{dev::ServiceResponse, http::StatusCode, test};
@@ -69,6 +71,55 @@ pub fn master_key_file(dir: &std::path::Path) -> PathBuf {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     path
+}
+
+/// Where a test's galleries live: a scratch directory, and for the postgres backend a real
+/// PostgreSQL started for the test (tests/common/pg.rs).
+pub struct Storage {
+    pub tmp: tempfile::TempDir,
+    pub pg: Option<pg::Pg>,
+}
+
+impl Storage {
+    pub fn new(postgres: bool) -> Self {
+        Self {
+            tmp: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+            pg: postgres.then(pg::Pg::start),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+
+    /// `config` on this storage's backend.
+    pub fn config(&self) -> Config {
+        let mut cfg = config(self.tmp.path());
+        if let Some(pg) = &self.pg {
+            cfg.gallery.backend = facegate_actors::GalleryBackend::Postgres;
+            cfg.gallery.postgres.url = pg.url();
+            cfg.gallery.postgres.poll_ms = 200;
+        }
+        cfg
+    }
+}
+
+/// Each listed `async fn NAME(storage: Storage)` as two tests, `NAME::embedded` and
+/// `NAME::postgres`.
+#[allow(unused_macros)] // used by some test binaries only
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[actix_web::test]
+            async fn embedded() {
+                super::$name(super::common::Storage::new(false)).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name(super::common::Storage::new(true)).await
+            }
+        }
+    )*};
 }
 
 pub async fn post<S, B: actix_web::body::MessageBody>(

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use facegate_actors::seal::{EncryptionConfig, EncryptionMode, MasterKey};
+
+mod postgres;
 use facegate_actors::{GalleryConfig, GalleryDirectory, IndexKind, PartitionStatus};
 
 #[derive(Subcommand)]
@@ -127,6 +129,25 @@ pub enum BenchSet {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// The "postgres" gallery backend: durable inserts from concurrent writers, replica
+    /// convergence on a second node at a steady write rate, a large partition's load time.
+    Postgres {
+        /// A database to use (default: a throwaway cluster from the PostgreSQL wheel).
+        #[arg(long, env = "FACEGATE_BENCH_PG_URL", hide_env_values = true)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 5_000)]
+        inserts: usize,
+        #[arg(long, default_value_t = 16)]
+        writers: usize,
+        /// Writes per second on node A while node B's convergence is timed.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Templates of the partition whose load into a fresh node is timed.
+        #[arg(long, default_value_t = 100_000)]
+        load_templates: usize,
+    },
 }
 
 type AnyError = Box<dyn std::error::Error>;
@@ -188,6 +209,21 @@ pub fn run(set: BenchSet) -> Result<(), AnyError> {
             runs,
             cycles,
             workers,
+        }),
+        BenchSet::Postgres {
+            url,
+            inserts,
+            writers,
+            rate,
+            seconds,
+            load_templates,
+        } => postgres::run(postgres::Args {
+            url,
+            inserts,
+            writers,
+            rate,
+            seconds,
+            load_templates,
         }),
         BenchSet::Abuse {
             server,

@@ -8,6 +8,7 @@
 //! reloads everything from the store while the partition reports itself degraded.
 
 pub mod index;
+pub mod postgres;
 pub mod snapshot;
 pub(crate) mod store;
 mod subjects;
@@ -51,7 +52,7 @@ pub struct Shared {
     max_per_subject: usize,
 }
 
-struct Loaded {
+pub(crate) struct Loaded {
     index: GalleryIndex,
     model_id: Option<String>,
 }
@@ -81,7 +82,7 @@ impl Shared {
         self.reason.lock().clone()
     }
 
-    fn set_status(&self, s: PartitionStatus) {
+    pub(crate) fn set_status(&self, s: PartitionStatus) {
         let v = match s {
             PartitionStatus::Ready => 0,
             PartitionStatus::Loading => 1,
@@ -159,7 +160,7 @@ impl Shared {
     }
 }
 
-type Reply = oneshot::Sender<Result<Applied, GalleryError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Applied, GalleryError>>;
 
 /// How a partition indexes its templates.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +193,8 @@ pub struct GalleryActor {
     /// Counts the index snapshots removed by deletes; a fresh one is written once the
     /// partition has had no such delete for `RESNAPSHOT_AFTER`.
     snapshot_removals: u64,
+    /// The "postgres" backend: the database is the store, the index its replica.
+    pg: Option<postgres::replica::PartitionDb>,
 }
 
 /// Quiet time after a delete removed an IVF snapshot before a new one is written (so a
@@ -221,8 +224,15 @@ impl GalleryActor {
             pending: Vec::new(),
             flush_scheduled: false,
             snapshot_removals: 0,
+            pg: None,
         };
         (actor, shared)
+    }
+
+    /// Keep this partition in PostgreSQL instead of its directory.
+    pub(crate) fn with_postgres(mut self, backend: Arc<postgres::PgBackend>) -> Self {
+        self.pg = Some(postgres::replica::PartitionDb::new(backend, &self.shared.partition));
+        self
     }
 
     /// Open the store and rebuild the index from it (the store is the truth).
@@ -327,7 +337,8 @@ impl GalleryActor {
         if self.store.is_some() && !self.pending.is_empty() {
             self.flush(ctx);
         }
-        if !self.failed {
+        // A PostgreSQL partition keeps no files on the node.
+        if !self.failed && self.pg.is_none() {
             if let (Some(loaded), Some(store)) = (self.shared.state.read().as_ref(), self.store.as_ref()) {
                 self.write_snapshot(&loaded.index, store.codec());
             }
@@ -368,25 +379,7 @@ impl GalleryActor {
         }
         let mut guard = self.shared.state.write();
         let loaded = guard.as_mut().ok_or("index not loaded")?;
-        for (w, a) in writes.iter().zip(&applied) {
-            match (w, a) {
-                (
-                    Write::Enrol {
-                        subject, vector, model_id, ..
-                    },
-                    Applied::Enrolled { id, evicted },
-                ) => {
-                    loaded.index.remove(evicted).map_err(|e| e.to_string())?;
-                    loaded
-                        .index
-                        .add(&[(*id, subject.clone(), vector.clone())])
-                        .map_err(|e| e.to_string())?;
-                    loaded.model_id.get_or_insert_with(|| model_id.clone());
-                }
-                (_, Applied::Deleted { ids }) => loaded.index.remove(ids).map_err(|e| e.to_string())?,
-                _ => {}
-            }
-        }
+        apply_to_index(loaded, writes, &applied)?;
         Ok(applied)
     }
 
@@ -396,6 +389,9 @@ impl GalleryActor {
             return;
         }
         let (writes, replies): (Vec<Write>, Vec<Reply>) = std::mem::take(&mut self.pending).into_iter().unzip();
+        if self.pg.is_some() {
+            return self.pg_flush(ctx, writes, replies);
+        }
         let removals = self.snapshot_removals;
         let outcome = catch_unwind(AssertUnwindSafe(|| self.commit(&writes)));
         match outcome {
@@ -466,6 +462,9 @@ impl Actor for GalleryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.pg.is_some() {
+            return self.pg_load(ctx);
+        }
         self.start_loading(ctx);
     }
 
@@ -480,6 +479,9 @@ impl Supervised for GalleryActor {
         tracing::warn!(partition = %self.shared.partition, "partition actor restarting");
         self.shared.set_status(PartitionStatus::Loading);
         self.store = None;
+        if let Some(db) = self.pg.as_mut() {
+            db.reset();
+        }
         self.failed = false;
         self.closed = false;
         *self.shared.state.write() = None;
@@ -503,7 +505,7 @@ impl Handler<WriteMsg> for GalleryActor {
 
     fn handle(&mut self, msg: WriteMsg, ctx: &mut Self::Context) -> Self::Result {
         let partition = self.shared.partition.clone();
-        if self.store.is_none() {
+        if self.store.is_none() && !self.pg.as_ref().is_some_and(|db| db.loaded()) {
             return Box::pin(async move { Err(GalleryError::Unavailable(partition)) });
         }
         let (tx, rx) = oneshot::channel();
@@ -606,4 +608,28 @@ fn add_rows(store: &Store, after: i64, mut index: GalleryIndex) -> Result<Galler
     }
     index.add(&chunk).map_err(|e| e.to_string())?;
     Ok(index)
+}
+
+/// Apply a committed batch to the in-memory index (both backends).
+pub(crate) fn apply_to_index(loaded: &mut Loaded, writes: &[Write], applied: &[Applied]) -> Result<(), String> {
+    for (w, a) in writes.iter().zip(applied) {
+        match (w, a) {
+            (
+                Write::Enrol {
+                    subject, vector, model_id, ..
+                },
+                Applied::Enrolled { id, evicted },
+            ) => {
+                loaded.index.remove(evicted).map_err(|e| e.to_string())?;
+                loaded
+                    .index
+                    .add(&[(*id, subject.clone(), vector.clone())])
+                    .map_err(|e| e.to_string())?;
+                loaded.model_id.get_or_insert_with(|| model_id.clone());
+            }
+            (_, Applied::Deleted { ids }) => loaded.index.remove(ids).map_err(|e| e.to_string())?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
