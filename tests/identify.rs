@@ -106,6 +106,16 @@ async fn every_face_of_a_frame_is_reported_and_the_enrolled_one_identified() {
         }
     }
     assert!(body.find("<model_id>").is_some(), "{body}");
+    // The audit trail holds the identify and the subject it returned.
+    let (s, trail) = get(&svc, "/api/v1/audit?partition=default", None).await;
+    assert_eq!(s, 200, "{trail}");
+    let records = trail["records"].as_array().cloned().unwrap_or_default();
+    let identify = records
+        .iter()
+        .find(|r| r["operation"] == "identify")
+        .unwrap_or_else(|| panic!("no identify record: {trail}"));
+    assert_eq!(identify["decision"], "OK", "{identify}");
+    assert_eq!(identify["subjects"][0]["id"], "obama", "{identify}");
 }
 
 #[actix_web::test]

@@ -9,6 +9,7 @@ use facegate_models::pipeline::FaceReport;
 
 use crate::{
     app::{self, AppState},
+    audit::Operation,
     auth::{Authed, Search},
     body,
     error::ApiError,
@@ -79,8 +80,25 @@ pub async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = super::start(&state, caller, &req, payload, true).await?;
-    let r: IdentifyRequest = started.json()?;
-    let partitions = started.partitions(r.partitions, MAX_PARTITIONS)?;
+    let mut r: IdentifyRequest = started.json()?;
+    let partitions = started.partitions(r.partitions.take(), MAX_PARTITIONS)?;
+    let first = partitions
+        .first()
+        .ok_or_else(|| ApiError::InvalidRequest("partitions must list at least one partition".into()))?;
+    let mut audit = state.audit.entry(&req, &started.caller.caller, Operation::Identify, first)?;
+    let outcome = identify(&state, &req, r, &partitions, &mut audit).await;
+    audit.finish(outcome).await
+}
+
+/// The frame's faces, each searched in `partitions`; every candidate returned goes into the
+/// audit record of its partition.
+async fn identify(
+    state: &AppState,
+    req: &HttpRequest,
+    r: IdentifyRequest,
+    partitions: &[String],
+    audit: &mut crate::audit::Entry<'_>,
+) -> Result<HttpResponse, ApiError> {
     let top_k = body::top_k(r.top_k, state.cfg.server.default_top_k, state.cfg.server.max_top_k)?;
     let min_score = body::min_score(r.min_score)?;
     let limits = &state.cfg.pipeline.identify;
@@ -104,7 +122,7 @@ pub async fn handle(
     for report in frame.faces {
         let mut hits = Vec::new();
         if let Ok(vector) = &report.outcome {
-            for p in &partitions {
+            for p in partitions {
                 hits.push((
                     p.clone(),
                     state.gallery.search(p, vector.clone(), &model_id, top_k, min_score).await?,
@@ -113,11 +131,23 @@ pub async fn handle(
         }
         faces.push(IdentifiedFace { report, hits });
     }
-    let request_id = app::request_id(&req);
+    audit.model(&model_id);
+    for (i, p) in partitions.iter().enumerate() {
+        let hits: Vec<Candidate> = faces
+            .iter()
+            .flat_map(|f| f.hits.iter().filter(|(q, _)| q == p).flat_map(|(_, h)| h.iter().cloned()))
+            .collect();
+        if i == 0 {
+            audit.candidates(&hits);
+        } else {
+            audit.also_in(p, &hits);
+        }
+    }
+    let request_id = app::request_id(req);
     state
         .events
         .publish(Event::Identified {
-            partitions: &partitions,
+            partitions,
             faces: &faces,
             request_id: &request_id,
         })
