@@ -83,11 +83,27 @@ struct Server {
     child: Child,
 }
 
+/// The scratch gallery's master key (encryption at rest is on by default), made once in the
+/// data directory so that every restart of a cycle opens the same partitions.
+fn master_key_file(data: &Path) -> Result<std::path::PathBuf, AnyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data.join("bench-master.key");
+    if !path.exists() {
+        std::fs::create_dir_all(data)?;
+        let mut f = std::fs::File::options().write(true).create_new(true).mode(0o600).open(&path)?;
+        f.write_all(facegate_actors::seal::MasterKey::generate_hex().as_bytes())?;
+    }
+    Ok(path)
+}
+
 impl Server {
     fn start(binary: &Path, data: &Path, port: u16, workers: usize) -> Result<Self, AnyError> {
+        let key = master_key_file(data)?;
         let child = Command::new(binary)
             .arg("serve")
             .env("FACEGATE__GALLERY__DATA_DIR", data)
+            .env("FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE", &key)
             .env("FACEGATE__SERVER__PORT", port.to_string())
             .env("FACEGATE__POOL__WORKERS", workers.to_string())
             .env("FACEGATE__COLLISION__POLICY", "off")
