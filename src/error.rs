@@ -55,12 +55,7 @@ impl ApiError {
     /// A failure of the server's own: the cause goes to the log under the request id, the
     /// caller gets the id to quote.
     pub fn internal(req: &actix_web::HttpRequest, cause: impl std::fmt::Display) -> Self {
-        use actix_web::HttpMessage;
-        let id = req
-            .extensions()
-            .get::<crate::app::RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let id = crate::app::request_id(req);
         tracing::error!(request_id = %id, %cause, "internal error");
         ApiError::Internal(id)
     }

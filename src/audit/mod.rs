@@ -16,7 +16,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use facegate_actors::Candidate;
 use facegate_models::FaceTemplate;
 use serde::{Deserialize, Serialize};
@@ -98,11 +98,7 @@ impl Audit {
     /// With `on_failure = "fail"`, 503 at once while the audit file takes no writes: the
     /// operation is not run when its record could not be kept.
     pub fn entry(&self, req: &HttpRequest, caller: &Caller, operation: Operation, partition: &str) -> Result<Entry<'_>, ApiError> {
-        let request_id = req
-            .extensions()
-            .get::<crate::app::RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let request_id = crate::app::request_id(req);
         let key = match caller {
             Caller::Open => None,
             Caller::Key(k) => Some(k.name.clone()),

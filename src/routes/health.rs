@@ -93,6 +93,8 @@ pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> H
     let detail = caller.filter(|c| c.has(Right::Admin)).map(|caller| {
         let info = state.pool.info();
         let runtime = facegate_models::runtime::info().unwrap_or_else(|| info.runtime.clone());
+        // One reading of the partitions for both their statuses and their reasons.
+        let visible: Vec<_> = state.gallery.info().into_iter().filter(|p| caller.may_see(&p.name)).collect();
         Detail {
             model_id: info.model_id.clone(),
             runtime: Runtime {
@@ -104,20 +106,8 @@ pub async fn handle(Optional(caller): Optional, state: web::Data<AppState>) -> H
                 version: m.version.clone(),
                 threshold: m.threshold,
             }),
-            partitions: state
-                .gallery
-                .info()
-                .into_iter()
-                .filter(|p| caller.may_see(&p.name))
-                .map(|p| (p.name, p.status))
-                .collect(),
-            degraded: state
-                .gallery
-                .info()
-                .into_iter()
-                .filter(|p| caller.may_see(&p.name))
-                .filter_map(|p| Some((p.name, p.reason?)))
-                .collect(),
+            partitions: visible.iter().map(|p| (p.name.clone(), p.status)).collect(),
+            degraded: visible.iter().filter_map(|p| Some((p.name.clone(), p.reason.clone()?))).collect(),
             encryption: match state.gallery.master_key() {
                 Some(m) => json!({ "mode": "on", "cipher": "xchacha20poly1305", "master_key": m.id() }),
                 None => json!({ "mode": "off", "warning": "templates and index snapshots are stored in plaintext" }),
