@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -343,24 +343,7 @@ fn free_port() -> u16 {
 }
 
 fn spawn(data: &Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .arg("serve")
-        .env("FACEGATE__GALLERY__DATA_DIR", data)
-        .env("FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE", common::master_key_file(data))
-        .env("FACEGATE__SERVER__PORT", port.to_string())
-        .env("FACEGATE__POOL__WORKERS", "2")
-        .env("FACEGATE__COLLISION__POLICY", "off")
-        .env("OMP_NUM_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    common::spawn_server(data, port, &[])
 }
 
 /// kill -9 while searches and enrolments are in flight: the chain verifies (its last record

@@ -173,27 +173,15 @@ async fn a_database_that_goes_away_gives_503_and_health_storage_false_then_recov
 
 /// The server binary on `url`, serving on `port`.
 fn spawn_node(data: &std::path::Path, url: &str, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .arg("serve")
-        .env("FACEGATE__GALLERY__DATA_DIR", data)
-        .env("FACEGATE__GALLERY__BACKEND", "postgres")
-        .env("FACEGATE__GALLERY__POSTGRES__URL", url)
-        .env("FACEGATE__GALLERY__POSTGRES__TIMEOUT_MS", "2000")
-        .env("FACEGATE__SERVER__PORT", port.to_string())
-        .env("FACEGATE__POOL__WORKERS", "2")
-        // One photo under many subjects is what the writers send.
-        .env("FACEGATE__COLLISION__POLICY", "off")
-        .env("OMP_NUM_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    common::spawn_server(
+        data,
+        port,
+        &[
+            ("FACEGATE__GALLERY__BACKEND", "postgres"),
+            ("FACEGATE__GALLERY__POSTGRES__URL", url),
+            ("FACEGATE__GALLERY__POSTGRES__TIMEOUT_MS", "2000"),
+        ],
+    )
 }
 
 /// `writers` threads enrolling distinct subjects over HTTP until `stop`; the subjects

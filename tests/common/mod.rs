@@ -11,6 +11,7 @@ use base64::Engine;
 use facegate::config::{ApiKey, Config, Right};
 
 /// The app on `cfg`, as `facegate serve` builds it.
+#[allow(unused_macros)] // the tests that spawn the binary use none
 macro_rules! service {
     ($cfg:expr) => {{
         let state = actix_web::web::Data::from(facegate::app::AppState::start($cfg).unwrap_or_else(|e| panic!("{e}")));
@@ -176,4 +177,30 @@ pub fn element(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_string())
+}
+
+/// `facegate serve` as its own process on `data` and `port` (2 workers, the collision check
+/// off: these tests write one photo under many subjects), with `env` on top; returned once it
+/// accepts connections.
+pub fn spawn_server(data: &std::path::Path, port: u16, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"));
+    cmd.arg("serve")
+        .env("FACEGATE__GALLERY__DATA_DIR", data)
+        .env("FACEGATE__GALLERY__ENCRYPTION__MASTER_KEY_FILE", master_key_file(data))
+        .env("FACEGATE__SERVER__PORT", port.to_string())
+        .env("FACEGATE__POOL__WORKERS", "2")
+        .env("FACEGATE__COLLISION__POLICY", "off")
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
 }
